@@ -1,0 +1,51 @@
+# voxwire: `make demo` to hear it work, `make test` to prove it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# Debian packages: speech for test callers (espeak-ng, sox), real peers (mosquitto, sipp, chromium).
+TEST_SYSTEM_PACKAGES := espeak-ng sox mosquitto mosquitto-clients sip-tester chromium chromium-driver openssl iproute2
+DEMO_SYSTEM_PACKAGES := espeak-ng sox
+# Silero's wheel declares torch but its ONNX file needs only onnxruntime: install it without deps.
+SILERO := silero-vad==6.2.3
+PYTEST_ARGS ?=
+
+.PHONY: help demo test bench system-deps-test system-deps-demo clean
+
+help:
+	@echo "make demo   - create $(VENV), install the local models, run the offline demo call"
+	@echo "make test   - install system packages and dev extras, run the whole test suite"
+	@echo "make bench  - run the benchmarks in bench/"
+	@echo "after 'make demo': $(VENV)/bin/voxwire serve --transport webrtc --agent MODULE:OBJECT --port 8080  (browser page)"
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -U pip
+
+$(VENV)/.local-installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -q -e '.[local]'
+	$(PIP) install -q --no-deps $(SILERO)
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -q -e '.[all,dev]'
+	$(PIP) install -q --no-deps $(SILERO)
+	touch $@
+
+system-deps-test:
+	bash .ci/system-deps.sh $(TEST_SYSTEM_PACKAGES)
+
+system-deps-demo:
+	bash .ci/system-deps.sh $(DEMO_SYSTEM_PACKAGES)
+
+demo: system-deps-demo $(VENV)/.local-installed
+	$(VENV)/bin/voxwire demo
+
+test: system-deps-test $(VENV)/.dev-installed
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(VENV)/.dev-installed
+	$(PY) bench/overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""Transports: how audio gets in and out of a call (local, WebRTC, SIP/RTP, carrier media streams, MQTT)."""
