@@ -209,6 +209,7 @@ class OutputPauseFrame(Frame):
     """Pause (or resume) bot playout without dropping it: barge-in's first move."""
 
     paused: bool = True
+    turn_id: int = 0
     urgent: ClassVar[bool] = True
 
 

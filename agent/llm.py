@@ -78,6 +78,7 @@ class LLMNode(Node):
         self._heard: dict[int, str] = {}
         self._active_turn: int | None = None  # being generated
         self._playing_turn: int | None = None  # being heard
+        self.generated: dict[int, str] = {}  # turn id -> everything the hook said
 
     async def on_start(self) -> None:
         if self.greeting:
@@ -123,7 +124,11 @@ class LLMNode(Node):
         logger.info("llm %s: configuration updated (%s)", self.name, ", ".join(sorted(data)))
 
     def _start_turn(self, user: UserInput) -> None:
-        self.conversation.add_user(user.text, user.turn_id)
+        last = self.conversation.messages[-1] if self.conversation.messages else None
+        if last is not None and last.role == "user" and last.turn_id == user.turn_id:
+            last.content = user.text  # the caller went on: the reopened turn replaces itself
+        else:
+            self.conversation.add_user(user.text, user.turn_id)
         self._active_turn = user.turn_id
         self.spawn(self._answer(user))
 
@@ -146,6 +151,7 @@ class LLMNode(Node):
                 if not text:
                     await self.mark(metrics.LLM_FIRST_TOKEN, turn_id)
                 text += delta
+                self.generated[turn_id] = text
                 self.conversation.set_assistant(turn_id, text)
                 await self.emit(LLMTextFrame(text=delta, turn_id=turn_id))
         except Exception as exc:  # the call goes on: apologise instead of dying
@@ -157,6 +163,7 @@ class LLMNode(Node):
             text += spoken
             self.conversation.set_assistant(turn_id, text)
             await self.emit(LLMTextFrame(text=spoken, turn_id=turn_id))
+        self.generated[turn_id] = text
         if self._active_turn == turn_id:
             self._active_turn = None
         await self.emit(LLMTurnEndFrame(text=text, turn_id=turn_id))

@@ -2,8 +2,10 @@
 
 Nodes drop marks with ``Node.mark(name, turn_id)``; the marks travel as urgent
 ``MetricsFrame``s to the edge of the graph, where the session's ``TurnTracker``
-files them by turn. Keeping the first time of each mark makes the trace
-insensitive to nodes that mark repeatedly (every TTS chunk, say).
+files them by turn. Keeping the first time of bot-side marks makes the trace
+insensitive to nodes that mark repeatedly (every TTS chunk, say); user-side
+marks keep the latest time, so the turn-taker, which knows which speech
+segments made one turn, has the last word.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from agent.frames import Frame, MetricsFrame
 
 USER_SPEECH_START = "user_speech_start"
 USER_SPEECH_END = "user_speech_end"      # true end of speech (media time mapped to clock)
+VAD_STOP = "vad_stop"                    # when the VAD declared the (last) pause
 USER_TURN_END = "user_turn_end"          # when end of turn was declared
 STT_FINAL = "stt_final"
 LLM_FIRST_TOKEN = "llm_first_token"
@@ -25,12 +28,17 @@ BARGE_IN_STOP = "barge_in_stop"          # last bot audio left the output after 
 # (name of the derived figure, from mark, to mark)
 DERIVED: tuple[tuple[str, str, str], ...] = (
     ("eos_to_first_audio_ms", USER_SPEECH_END, FIRST_AUDIO_OUT),
-    ("vad_tail_ms", USER_SPEECH_END, USER_TURN_END),
-    ("stt_ms", USER_TURN_END, STT_FINAL),
-    ("llm_first_token_ms", STT_FINAL, LLM_FIRST_TOKEN),
+    ("vad_tail_ms", USER_SPEECH_END, VAD_STOP),
+    ("stt_ms", VAD_STOP, STT_FINAL),
+    ("turn_hold_ms", STT_FINAL, USER_TURN_END),
+    ("llm_first_token_ms", USER_TURN_END, LLM_FIRST_TOKEN),
     ("tts_first_audio_ms", LLM_FIRST_TOKEN, TTS_FIRST_AUDIO),
     ("barge_in_ms", BARGE_IN_START, BARGE_IN_STOP),
 )
+
+#: Marks a node repeats (every chunk, every clause) keep their first time; the
+#: others keep the latest, so the turn-taker's final word on a turn wins.
+FIRST_WINS = frozenset({LLM_FIRST_TOKEN, TTS_FIRST_AUDIO, FIRST_AUDIO_OUT, BARGE_IN_START, BARGE_IN_STOP})
 
 
 class TurnTracker:
@@ -48,8 +56,10 @@ class TurnTracker:
         marks = self.turns.setdefault(frame.turn_id, {})
         if frame.value is not None:
             self.values.setdefault(frame.turn_id, {})[frame.name] = frame.value
-        else:
+        elif frame.name in FIRST_WINS:
             marks.setdefault(frame.name, frame.t)
+        else:
+            marks[frame.name] = frame.t
 
     def summary(self) -> list[dict[str, Any]]:
         """One dict per turn: derived latencies (ms) plus recorded values."""

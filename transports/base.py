@@ -121,6 +121,8 @@ class OutputTransport(Node):
         elif isinstance(frame, OutputPauseFrame):
             if self.playout is not None:
                 self.playout.paused = frame.paused
+                if frame.paused and self.speaking:  # the caller hears the bot stop now
+                    await self.emit(MetricsFrame(name=metrics.BARGE_IN_STOP, turn_id=frame.turn_id))
         elif isinstance(frame, (TTSStoppedFrame, LLMTurnEndFrame)):
             if self.playout is not None:
                 self.playout.flush_partial()
