@@ -1,0 +1,245 @@
+"""Speech-to-text with faster-whisper: finals at end of speech, partials while speaking.
+
+``WhisperSTTNode`` sits after the VAD. It keeps a short rolling buffer of the
+caller's audio so that, when the VAD dates an onset in the past, the utterance
+still starts a little before it (pre-roll). On ``UserStoppedSpeakingFrame`` it
+transcribes the utterance in a shared worker thread and emits a final
+``TranscriptionFrame``; while the caller talks it emits partials, but only when
+no transcription is running anywhere in the process, so partials never delay
+somebody's final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+import os
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from agent.audio import Resampler, to_mono
+from agent.frames import (
+    EndFrame,
+    Frame,
+    InputAudioFrame,
+    MetricsFrame,
+    TranscriptionFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
+from agent.metrics import STT_FINAL
+from agent.node import Node
+from agent.workers import run_blocking
+from stt.models import load_model, resolve_model
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
+logger = logging.getLogger(__name__)
+
+RATE = 16000
+STT_POOL = "stt"
+#: Audio kept while nobody speaks: the VAD confirms an onset ~70 ms after it,
+#: plus the pre-roll, plus slack for frames that arrive in bursts.
+_IDLE_KEEP_S = 1.5
+_MAX_UTTERANCE_S = 60.0
+
+_jobs_running = 0  # Whisper jobs in flight in this process, for every session
+
+
+def stt_busy() -> bool:
+    """True while any Whisper transcription runs (partials wait for idle)."""
+    return _jobs_running > 0
+
+
+def transcribe(
+    model: WhisperModel,
+    audio: np.ndarray,
+    *,
+    language: str | None = "en",
+    beam_size: int = 1,
+    prompt: str | None = None,
+) -> tuple[str, str | None]:
+    """Blocking: (text, detected language) of 16 kHz int16 or float32 audio."""
+    if audio.dtype == np.int16:
+        audio = audio.astype(np.float32) * (1.0 / 32768.0)
+    segments, info = model.transcribe(
+        audio,
+        language=language,
+        beam_size=beam_size,
+        without_timestamps=True,
+        condition_on_previous_text=False,
+        vad_filter=False,
+        initial_prompt=prompt,
+    )
+    text = " ".join(segment.text.strip() for segment in segments).strip()
+    return text, info.language
+
+
+class WhisperSTTNode(Node):
+    """Transcribes each VAD-delimited utterance; passes every frame on.
+
+    ``model`` is None (the bundled tiny.en), a model directory, or a
+    faster-whisper name already in the local cache; a missing model raises
+    ``WhisperModelNotFound`` here, at construction, naming what to install.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str | os.PathLike[str] | None = None,
+        language: str | None = "en",
+        compute_type: str = "int8",
+        beam_size: int = 1,
+        prompt: str | None = None,
+        pre_roll_ms: float = 250.0,
+        post_roll_ms: float = 150.0,
+        interim_every_s: float | None = 0.7,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        self.model_path = resolve_model(model)
+        self.language = language
+        self.compute_type = compute_type
+        self.beam_size = beam_size
+        self.prompt = prompt
+        self._pre_roll = int(RATE * pre_roll_ms / 1000)
+        self._post_roll = int(RATE * post_roll_ms / 1000)
+        self._interim_every = int(RATE * interim_every_s) if interim_every_s else 0
+        self.model: WhisperModel | None = None
+        self._resampler: Resampler | None = None
+        self._audio = _AudioTail()
+        self._first_pts: float | None = None
+        self._utterance_start: int | None = None  # sample index while the user speaks
+        self._turn_id = 0
+        self._interim_at = 0  # sample index up to which the last partial ran
+        self._interim_task: asyncio.Task[None] | None = None
+        self._finals = asyncio.Lock()
+        self._pending_finals: set[asyncio.Task[None]] = set()
+
+    async def on_start(self) -> None:
+        self.model = await run_blocking(
+            load_model, self.model_path, compute_type=self.compute_type, pool=STT_POOL
+        )
+
+    async def process(self, frame: Frame, direction: int) -> None:
+        if isinstance(frame, EndFrame) and self._pending_finals:
+            # A graceful end must not lose the caller's last words.
+            await asyncio.wait(self._pending_finals)
+        await self.emit(frame, direction)
+        if isinstance(frame, InputAudioFrame):
+            self._append(frame)
+            if self._utterance_start is not None:
+                self._maybe_interim()
+        elif isinstance(frame, UserStartedSpeakingFrame):
+            self._turn_id = frame.turn_id
+            start = self._index(frame.pts) - self._pre_roll
+            self._utterance_start = max(start, self._audio.start)
+            self._interim_at = self._audio.end
+        elif isinstance(frame, UserStoppedSpeakingFrame) and self._utterance_start is not None:
+            end = min(self._index(frame.pts) + self._post_roll, self._audio.end)
+            audio = self._audio.slice(self._utterance_start, end)
+            self._utterance_start = None
+            task = self.spawn(self._final(audio, frame.turn_id or self._turn_id), interruptible=False)
+            self._pending_finals.add(task)
+            task.add_done_callback(self._pending_finals.discard)
+
+    # ------------------------------------------------------------------ audio
+
+    def _append(self, frame: InputAudioFrame) -> None:
+        if self._first_pts is None:
+            self._first_pts = frame.pts
+        samples = to_mono(frame.samples, frame.channels)
+        if frame.sample_rate != RATE:
+            if self._resampler is None or self._resampler.in_rate != frame.sample_rate:
+                self._resampler = Resampler(frame.sample_rate, RATE)
+            samples = self._resampler.process(samples)
+        self._audio.append(samples)
+        keep_s = _MAX_UTTERANCE_S if self._utterance_start is not None else _IDLE_KEEP_S
+        self._audio.trim(self._audio.end - int(keep_s * RATE))
+        if self._utterance_start is not None:
+            self._utterance_start = max(self._utterance_start, self._audio.start)
+
+    def _index(self, pts: float) -> int:
+        """Sample index of a media time, on the clock the VAD also counts by."""
+        return round((pts - (self._first_pts or 0.0)) * RATE)
+
+    # -------------------------------------------------------- transcription
+
+    async def _run(self, audio: np.ndarray) -> tuple[str, str | None]:
+        global _jobs_running
+        assert self.model is not None, "WhisperSTTNode used before StartFrame"
+        _jobs_running += 1
+        try:
+            return await run_blocking(
+                transcribe, self.model, audio,
+                language=self.language, beam_size=self.beam_size, prompt=self.prompt,
+                pool=STT_POOL,
+            )
+        finally:
+            _jobs_running -= 1
+
+    async def _final(self, audio: np.ndarray, turn_id: int) -> None:
+        async with self._finals:  # finals leave in the order the turns ended
+            started = time.monotonic()
+            text, language = await self._run(audio) if len(audio) else ("", self.language)
+            elapsed_ms = (time.monotonic() - started) * 1000.0
+            logger.debug("final for turn %d: %d chars, %.0f ms", turn_id, len(text), elapsed_ms)
+            await self.emit(MetricsFrame(name=STT_FINAL, turn_id=turn_id))
+            await self.emit(MetricsFrame(name="stt_compute_ms", turn_id=turn_id, value=elapsed_ms))
+            await self.emit(TranscriptionFrame(text=text, final=True, language=language, turn_id=turn_id))
+
+    def _maybe_interim(self) -> None:
+        if (
+            not self._interim_every
+            or self._audio.end - self._interim_at < self._interim_every
+            or (self._interim_task is not None and not self._interim_task.done())
+            or stt_busy()
+            or self._finals.locked()
+        ):
+            return
+        self._interim_at = self._audio.end
+        assert self._utterance_start is not None
+        audio = self._audio.slice(self._utterance_start, self._audio.end)
+        self._interim_task = self.spawn(self._interim(audio, self._turn_id), interruptible=False)
+
+    async def _interim(self, audio: np.ndarray, turn_id: int) -> None:
+        text, language = await self._run(audio)
+        # A partial that finished after its turn ended would be stale news.
+        if text and self._utterance_start is not None and turn_id == self._turn_id:
+            await self.emit(TranscriptionFrame(text=text, final=False, language=language, turn_id=turn_id))
+
+
+class _AudioTail:
+    """The most recent stretch of a stream, addressed by absolute sample index.
+
+    Chunks are kept as they came and joined only when an utterance is cut out,
+    so appending a 20 ms frame never copies the seconds already held.
+    """
+
+    __slots__ = ("_chunks", "start", "end")
+
+    def __init__(self) -> None:
+        self._chunks: deque[np.ndarray] = deque()
+        self.start = 0  # absolute index of the first sample held
+        self.end = 0  # absolute index just past the last sample held
+
+    def append(self, samples: np.ndarray) -> None:
+        if len(samples):
+            self._chunks.append(samples)
+            self.end += len(samples)
+
+    def trim(self, keep_from: int) -> None:
+        """Drop whole chunks that end before ``keep_from``."""
+        while self._chunks and self.start + len(self._chunks[0]) <= keep_from:
+            self.start += len(self._chunks.popleft())
+
+    def slice(self, start: int, end: int) -> np.ndarray:
+        start, end = max(start, self.start), min(end, self.end)
+        if end <= start:
+            return np.zeros(0, dtype=np.int16)
+        joined = np.concatenate(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
+        return joined[start - self.start : end - self.start].copy()
