@@ -15,6 +15,8 @@ from collections.abc import Callable
 # subcommand → (module, help). Each module has ``add_arguments(parser)`` and ``run(args) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("agent.demo", "an offline simulated phone call through the whole graph"),
+    "say": ("tts.voxtral.say", "speak a text through a TTS stage (Voxtral or piper) into a WAV file"),
+    "tts-server": ("tts.voxtral.emulator", "emulate a Voxtral server's protocol (piper's voice, not Voxtral)"),
 }
 
 
