@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-# Debian packages: speech for test callers (espeak-ng, sox), real peers (mosquitto, sipp, chromium).
-TEST_SYSTEM_PACKAGES := espeak-ng sox mosquitto mosquitto-clients sip-tester chromium chromium-driver openssl iproute2
+# Debian packages: speech for test callers (espeak-ng, sox), real peers (mosquitto, sipp, chromium, firefox).
+TEST_SYSTEM_PACKAGES := espeak-ng sox mosquitto mosquitto-clients sip-tester chromium chromium-driver firefox-esr openssl iproute2
 DEMO_SYSTEM_PACKAGES := espeak-ng sox
 # Silero's wheel declares torch but its ONNX file needs only onnxruntime: install it without deps.
 SILERO := silero-vad==6.2.3

@@ -106,21 +106,50 @@ class UserStoppedSpeakingFrame(Frame):
 
 
 @dataclass(slots=True, kw_only=True)
+class UserPausedFrame(Frame):
+    """VAD, inside a speech segment: the caller went quiet for a moment
+    (``paused``), or went on (not ``paused``) before the hangover ran out.
+
+    Lets STT transcribe speculatively and the turn-taker decide before the
+    VAD's stop; ``pts`` of a pause dates the end of speech, as a stop would.
+    """
+
+    pts: float = 0.0
+    turn_id: int = 0
+    paused: bool = True
+
+
+@dataclass(slots=True, kw_only=True)
 class TranscriptionFrame(Frame):
-    """Speech-to-text output; partials may be revised, finals may not."""
+    """Speech-to-text output; partials may be revised, finals may not.
+
+    A ``speculative`` transcript (``final`` False) covers a segment up to a
+    pause: it is the final unless the caller goes on. ``confidence`` is the
+    mean token probability and ``no_speech_prob`` the model's belief that
+    there was no speech at all, when the STT knows them.
+    """
 
     text: str
     final: bool = True
     language: str | None = None
     turn_id: int = 0
+    speculative: bool = False
+    confidence: float | None = None
+    no_speech_prob: float | None = None
 
 
 @dataclass(slots=True, kw_only=True)
 class UserTurnFrame(Frame):
-    """The user's finished turn, as the turn-taking logic decided it."""
+    """The user's finished turn, as the turn-taking logic decided it.
+
+    ``replaces`` names an earlier turn whose answer nobody heard because the
+    caller went on: this turn continues it and takes its place in the history
+    (under a fresh id, so stragglers of the cancelled answer stay dropped).
+    """
 
     text: str
     turn_id: int = 0
+    replaces: int = 0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -201,6 +230,29 @@ class PlayoutProgressFrame(Frame):
     turn_id: int = 0
     played_s: float = 0.0
     text_heard: str = ""
+    urgent: ClassVar[bool] = True
+
+
+@dataclass(slots=True, kw_only=True)
+class PlayedAudioFrame(Frame):
+    """Upstream, opt-in: a chunk of bot audio the output just played.
+
+    The echo reference for an echo canceller before the VAD. ``played_at`` is
+    the monotonic time the chunk left the output. Sent only after a
+    :class:`PlayoutReferenceRequestFrame` asked for it.
+    """
+
+    pcm: bytes
+    sample_rate: int
+    played_at: float = 0.0
+    urgent: ClassVar[bool] = True
+
+
+@dataclass(slots=True, kw_only=True)
+class PlayoutReferenceRequestFrame(Frame):
+    """Downstream: ask the output transport to send ``PlayedAudioFrame`` upstream."""
+
+    enabled: bool = True
     urgent: ClassVar[bool] = True
 
 

@@ -24,6 +24,7 @@ from agent.frames import (
     CancelFrame,
     DTMFFrame,
     EndFrame,
+    EventFrame,
     Frame,
     InputAudioFrame,
     InterruptFrame,
@@ -31,7 +32,9 @@ from agent.frames import (
     MetricsFrame,
     OutputAudioFrame,
     OutputPauseFrame,
+    PlayedAudioFrame,
     PlayoutProgressFrame,
+    PlayoutReferenceRequestFrame,
     StartFrame,
     TTSStoppedFrame,
 )
@@ -45,15 +48,24 @@ class InputTransport(Node):
     def __init__(self, *, sample_rate: int | None = None, name: str | None = None) -> None:
         super().__init__(name=name)
         self.sample_rate = sample_rate
+        self.muted = False
         self._media_time = 0.0
 
     async def process(self, frame: Frame, direction: int) -> None:
         if isinstance(frame, StartFrame) and self.sample_rate is None:
             self.sample_rate = frame.input_sample_rate
+        elif isinstance(frame, EventFrame) and frame.kind == "mute":
+            self.muted = bool(frame.data.get("muted", True))
         await self.emit(frame, direction)
 
     async def push_audio(self, pcm: bytes, sample_rate: int | None = None, channels: int = 1) -> None:
-        """Send one chunk of caller audio; media time advances by its length."""
+        """Send one chunk of caller audio; media time advances by its length.
+
+        While muted (an operator's command) the graph hears silence of the same
+        length, so clocks and VAD state keep running.
+        """
+        if self.muted:
+            pcm = bytes(len(pcm))
         rate = sample_rate or self.sample_rate or 16000
         frame = InputAudioFrame(pcm=pcm, sample_rate=rate, channels=channels, pts=self._media_time)
         self._media_time += len(pcm) / (2 * channels * rate)
@@ -93,6 +105,8 @@ class OutputTransport(Node):
         self._drained = asyncio.Event()
         self._pacer: asyncio.Task[None] | None = None
         self._marked_turns: set[int] = set()
+        self._last_audio_t = 0.0
+        self.send_reference = False  # PlayedAudioFrame upstream, for an echo canceller
 
     # ------------------------------------------------------------ subclass API
 
@@ -129,6 +143,8 @@ class OutputTransport(Node):
                 self._ensure_pacer()
         elif isinstance(frame, EndFrame):
             await self._wait_drained()
+        elif isinstance(frame, PlayoutReferenceRequestFrame):
+            self.send_reference = frame.enabled
         await self.emit(frame, direction)
 
     async def _enqueue(self, frame: OutputAudioFrame) -> None:
@@ -212,9 +228,13 @@ class OutputTransport(Node):
             return None
         chunk = playout.next_chunk()
         if chunk is None:
-            if self.speaking and not playout.paused and not len(playout) and self.pull_mode:
-                await self._stopped_speaking(interrupted=False)
+            if self.send_reference and (self.speaking or playout.paused):
+                await self._send_reference(bytes(playout.chunk_bytes))  # silence plays too
+            if (self.pull_mode and self.speaking and not playout.paused and not len(playout)
+                    and time.monotonic() - self._last_audio_t >= self.idle_grace_s):
+                await self._stopped_speaking(interrupted=False)  # same grace as push mode
             return None
+        self._last_audio_t = time.monotonic()
         self._space.set()
         await self._played(chunk)
         return chunk.pcm
@@ -228,6 +248,15 @@ class OutputTransport(Node):
             await self.emit(MetricsFrame(name=metrics.FIRST_AUDIO_OUT, turn_id=chunk.turn_id), DOWNSTREAM)
         if chunk.text:
             await self._report_progress()
+        if self.send_reference:
+            await self._send_reference(chunk.pcm)
+
+    async def _send_reference(self, pcm: bytes) -> None:
+        """Tell an echo canceller what the caller's speaker plays now (opt-in)."""
+        assert self.playout is not None
+        await self.emit(
+            PlayedAudioFrame(pcm=pcm, sample_rate=self.playout.sample_rate, played_at=time.monotonic()), UPSTREAM
+        )
 
     async def _report_progress(self) -> None:
         assert self.playout is not None

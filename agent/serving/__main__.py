@@ -1,0 +1,5 @@
+import sys
+
+from agent.serving.cli import main
+
+sys.exit(main())

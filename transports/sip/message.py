@@ -1,0 +1,398 @@
+"""SIP messages (RFC 3261 §7): parse datagrams, build requests and responses.
+
+Parsing is strict where a wrong guess would misroute a call (start line,
+CSeq, Content-Length) and lenient where real peers differ (LF-only line ends,
+compact header names, folded lines, header case). A failure raises
+:class:`SipParseError` with a reason fit for a ``400`` reason phrase and, when
+the headers got far enough, the partial message so the UA can answer it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+MAX_MESSAGE_BYTES = 65_535
+MAX_HEADERS = 200
+SIP_VERSION = "SIP/2.0"
+
+_CANONICAL = {
+    name.lower(): name
+    for name in (
+        "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Content-Length",
+        "Content-Type", "Max-Forwards", "Record-Route", "Route", "Allow",
+        "Supported", "Require", "Unsupported", "Accept", "User-Agent", "Server",
+        "WWW-Authenticate", "Authorization", "Proxy-Authenticate",
+        "Proxy-Authorization", "Refer-To", "Referred-By", "Event",
+        "Subscription-State", "Expires", "Min-Expires", "Reason", "Retry-After",
+        "Session-Expires", "Allow-Events", "Warning", "Subject",
+    )
+}
+_COMPACT = {
+    "v": "Via", "f": "From", "t": "To", "i": "Call-ID", "m": "Contact",
+    "l": "Content-Length", "c": "Content-Type", "k": "Supported", "s": "Subject",
+    "o": "Event", "r": "Refer-To", "b": "Referred-By", "u": "Allow-Events",
+    "x": "Session-Expires",
+}
+# Headers whose comma-separated values are separate entries (§7.3.1).
+_MULTI = {"Via", "Route", "Record-Route", "Contact", "Allow", "Supported", "Require"}
+_TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+
+REASONS = {
+    100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK",
+    202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 407: "Proxy Authentication Required",
+    408: "Request Timeout", 415: "Unsupported Media Type", 481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected", 486: "Busy Here", 487: "Request Terminated",
+    488: "Not Acceptable Here", 491: "Request Pending", 500: "Server Internal Error",
+    501: "Not Implemented", 503: "Service Unavailable", 603: "Decline",
+}
+
+
+class SipParseError(ValueError):
+    """A datagram is not valid SIP; ``partial`` holds what parsed, if anything."""
+
+    def __init__(self, reason: str, partial: SipMessage | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.partial = partial
+
+
+def canonical(name: str) -> str:
+    lower = name.strip().lower()
+    if lower in _COMPACT:
+        return _COMPACT[lower]
+    return _CANONICAL.get(lower) or "-".join(p.capitalize() for p in lower.split("-"))
+
+
+def split_commas(value: str) -> list[str]:
+    """Split a header value on commas outside quotes and angle brackets."""
+    parts, depth, quoted, start = [], 0, False, 0
+    for i, ch in enumerate(value):
+        if ch == '"' and (i == 0 or value[i - 1] != "\\"):
+            quoted = not quoted
+        elif not quoted and ch == "<":
+            depth += 1
+        elif not quoted and ch == ">":
+            depth = max(0, depth - 1)
+        elif ch == "," and not quoted and depth == 0:
+            parts.append(value[start:i].strip())
+            start = i + 1
+    parts.append(value[start:].strip())
+    return [p for p in parts if p]
+
+
+@dataclass(slots=True)
+class SipMessage:
+    """A request (``method``/``uri`` set) or a response (``status`` set)."""
+
+    method: str | None = None
+    uri: str | None = None
+    status: int | None = None
+    reason: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+    @property
+    def is_request(self) -> bool:
+        return self.method is not None
+
+    # ---------------------------------------------------------------- headers
+
+    def get(self, name: str) -> str | None:
+        """The first value of a header (first entry for multi-value headers)."""
+        values = self.get_all(name)
+        return values[0] if values else None
+
+    def get_all(self, name: str) -> list[str]:
+        name = canonical(name)
+        values: list[str] = []
+        for key, value in self.headers:
+            if key == name:
+                values.extend(split_commas(value) if name in _MULTI else [value])
+        return values
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every value of ``name`` with one value (kept in place)."""
+        name = canonical(name)
+        index = next((i for i, (key, _) in enumerate(self.headers) if key == name), None)
+        self.remove(name)
+        if index is None:
+            self.headers.append((name, value))
+        else:
+            self.headers.insert(index, (name, value))
+
+    def add(self, name: str, value: str) -> None:
+        self.headers.append((canonical(name), value))
+
+    def remove(self, name: str) -> None:
+        name = canonical(name)
+        self.headers = [h for h in self.headers if h[0] != name]
+
+    # -------------------------------------------------------- common fields
+
+    @property
+    def call_id(self) -> str:
+        return self.get("Call-ID") or ""
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        return parse_cseq(self.get("CSeq") or "")
+
+    @property
+    def branch(self) -> str:
+        via = self.get("Via")
+        return parse_via(via).params.get("branch", "") if via else ""
+
+    @property
+    def from_tag(self) -> str:
+        value = self.get("From")
+        return parse_name_addr(value).params.get("tag", "") if value else ""
+
+    @property
+    def to_tag(self) -> str:
+        value = self.get("To")
+        return parse_name_addr(value).params.get("tag", "") if value else ""
+
+    # ------------------------------------------------------------ serialize
+
+    def serialize(self) -> bytes:
+        if self.is_request:
+            start = f"{self.method} {self.uri} {SIP_VERSION}"
+        else:
+            start = f"{SIP_VERSION} {self.status} {self.reason or REASONS.get(self.status or 0, '')}"
+        lines = [start]
+        lines += [f"{k}: {v}" for k, v in self.headers if k != "Content-Length"]
+        lines.append(f"Content-Length: {len(self.body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + self.body
+
+    def __str__(self) -> str:
+        if self.is_request:
+            return f"{self.method} {self.uri} (Call-ID {self.call_id})"
+        return f"{self.status} {self.reason} (Call-ID {self.call_id})"
+
+
+# ------------------------------------------------------------------- parsing
+
+
+def parse(data: bytes) -> SipMessage:
+    """Parse one datagram into a :class:`SipMessage`."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise SipParseError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    if not sep:
+        head, sep, rest = data.partition(b"\n\n")
+    if not sep:
+        raise SipParseError("no blank line after the headers")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SipParseError("headers are not UTF-8") from None
+    lines = text.replace("\r\n", "\n").split("\n")
+    while lines and not lines[0].strip():
+        lines.pop(0)  # RFC 3261 §7.5: ignore leading CRLFs (keep-alives)
+    if not lines:
+        raise SipParseError("empty message")
+    message = _parse_start_line(lines[0])
+    unfolded: list[str] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t") and unfolded:
+            unfolded[-1] += " " + line.strip()
+        elif line:
+            unfolded.append(line)
+    if len(unfolded) > MAX_HEADERS:
+        raise SipParseError(f"more than {MAX_HEADERS} header lines")
+    errors: list[str] = []
+    for line in unfolded:
+        name, colon, value = line.partition(":")
+        if not colon or not _TOKEN.match(name.strip()):
+            errors.append(f"malformed header line {line[:40]!r}")
+            continue
+        message.headers.append((canonical(name), value.strip()))
+    message.body = rest
+    _check(message, errors)
+    return message
+
+
+def _parse_start_line(line: str) -> SipMessage:
+    parts = line.split(" ", 2)
+    if line.startswith("SIP/"):
+        if len(parts) < 2 or parts[0] != SIP_VERSION or not parts[1].isdigit():
+            raise SipParseError(f"malformed status line {line[:60]!r}")
+        status = int(parts[1])
+        if not 100 <= status <= 699:
+            raise SipParseError(f"status code {status} out of range")
+        return SipMessage(status=status, reason=parts[2] if len(parts) > 2 else "")
+    if len(parts) != 3 or not _TOKEN.match(parts[0]) or not parts[1]:
+        raise SipParseError(f"malformed request line {line[:60]!r}")
+    if parts[2] != SIP_VERSION:
+        raise SipParseError(f"unsupported SIP version {parts[2][:20]!r}")
+    return SipMessage(method=parts[0].upper(), uri=parts[1])
+
+
+def _check(message: SipMessage, errors: list[str]) -> None:
+    """Validate what a transaction layer relies on; raise with the partial."""
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        if message.get(name) is None:
+            errors.append(f"missing {name} header")
+    cseq = message.get("CSeq")
+    if cseq is not None:
+        try:
+            number, method = parse_cseq(cseq)
+        except ValueError as exc:
+            errors.append(str(exc))
+        else:
+            if message.is_request and method != message.method:
+                errors.append(f"CSeq method {method} does not match {message.method}")
+            if number >= 2**31:
+                errors.append("CSeq number out of range")
+    length = message.get("Content-Length")
+    if length is not None:
+        if not length.isdigit():
+            errors.append(f"bad Content-Length {length[:20]!r}")
+        elif int(length) > len(message.body):
+            errors.append(f"body of {len(message.body)} bytes is shorter than Content-Length {length}")
+        else:
+            message.body = message.body[: int(length)]  # §18.3: drop the excess
+    if errors:
+        raise SipParseError("; ".join(errors), message)
+
+
+def parse_cseq(value: str) -> tuple[int, str]:
+    parts = value.split()
+    if len(parts) != 2 or not parts[0].isdigit() or not _TOKEN.match(parts[1]):
+        raise ValueError(f"malformed CSeq {value[:40]!r}")
+    return int(parts[0]), parts[1].upper()
+
+
+def parse_params(text: str) -> dict[str, str]:
+    """``;a=1;b`` → ``{"a": "1", "b": ""}`` (names lower-cased)."""
+    params: dict[str, str] = {}
+    for item in text.split(";"):
+        item = item.strip()
+        if item:
+            key, _, value = item.partition("=")
+            params[key.strip().lower()] = value.strip().strip('"')
+    return params
+
+
+@dataclass(slots=True)
+class NameAddr:
+    display: str
+    uri: str
+    params: dict[str, str]
+
+    def __str__(self) -> str:
+        shown = f'"{self.display}" ' if self.display else ""
+        params = "".join(f";{k}={v}" if v else f";{k}" for k, v in self.params.items())
+        return f"{shown}<{self.uri}>{params}"
+
+
+def parse_name_addr(value: str) -> NameAddr:
+    value = value.strip()
+    if "<" in value:
+        display, _, rest = value.partition("<")
+        uri, close, params = rest.partition(">")
+        if not close:
+            raise ValueError(f"unterminated <uri> in {value[:60]!r}")
+        return NameAddr(display.strip().strip('"'), uri.strip(), parse_params(params))
+    uri, _, params = value.partition(";")
+    return NameAddr("", uri.strip(), parse_params(params))
+
+
+@dataclass(slots=True)
+class SipUri:
+    scheme: str
+    user: str
+    host: str
+    port: int | None
+    params: dict[str, str]
+
+    def __str__(self) -> str:
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        params = "".join(f";{k}={v}" if v else f";{k}" for k, v in self.params.items())
+        return f"{self.scheme}:{user}{self.host}{port}{params}"
+
+
+def parse_uri(value: str) -> SipUri:
+    scheme, colon, rest = value.strip().partition(":")
+    if not colon or scheme.lower() not in ("sip", "sips", "tel"):
+        raise ValueError(f"not a SIP URI: {value[:60]!r}")
+    rest = rest.split("?", 1)[0]
+    hostport, _, params = rest.partition(";")
+    user, at, host = hostport.rpartition("@")
+    if not at:
+        user, host = "", hostport
+    port: int | None = None
+    if host.startswith("["):  # IPv6 reference
+        end = host.find("]")
+        if end > 0 and host[end + 1 : end + 2] == ":":
+            port = _port(host[end + 2 :])
+        host = host[: end + 1]
+    elif ":" in host:
+        host, port_text = host.rsplit(":", 1)
+        port = _port(port_text)
+    return SipUri(scheme.lower(), user, host, port, parse_params(params))
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"bad port {text[:10]!r}")
+    return int(text)
+
+
+@dataclass(slots=True)
+class Via:
+    transport: str
+    host: str
+    port: int | None
+    params: dict[str, str]
+
+
+def parse_via(value: str) -> Via:
+    proto, _, rest = value.strip().partition(" ")
+    pieces = proto.split("/")
+    if len(pieces) != 3 or pieces[0].upper() != "SIP":
+        raise ValueError(f"malformed Via {value[:60]!r}")
+    sent_by, _, params = rest.strip().partition(";")
+    host, port = sent_by.strip(), None
+    if ":" in host and not host.endswith("]"):
+        host, port_text = host.rsplit(":", 1)
+        port = _port(port_text)
+    return Via(pieces[2].upper(), host, port, parse_params(params))
+
+
+# ------------------------------------------------------------------ building
+
+
+def _has_tag(value: str) -> bool:
+    try:
+        return bool(parse_name_addr(value).params.get("tag"))
+    except ValueError:
+        return False
+
+
+def make_response(
+    request: SipMessage,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+) -> SipMessage:
+    """A response to ``request`` (§8.2.6): Vias, From, To(+tag), Call-ID, CSeq."""
+    response = SipMessage(status=status, reason=reason or REASONS.get(status, "Unknown"))
+    for value in request.get_all("Via"):
+        response.add("Via", value)
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        value = request.get(name)
+        if value is not None:
+            if name == "To" and to_tag and not _has_tag(value):
+                value = f"{value};tag={to_tag}"
+            response.add(name, value)
+    for name, value in headers or []:
+        response.add(name, value)
+    response.body = body
+    return response

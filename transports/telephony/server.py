@@ -1,0 +1,294 @@
+"""The carrier media-stream server: one aiohttp app, one Session per call.
+
+Routes (``{carrier}`` ∈ twilio, telnyx, vonage, plivo, exotel):
+
+* ``GET /{carrier}/media`` — the WebSocket the carrier streams the call on;
+* ``POST /twilio/voice``, ``POST /telnyx/texml``, ``GET|POST /plivo/answer``,
+  ``GET /vonage/answer``, ``GET /exotel/stream`` — the incoming-call
+  webhooks, answering with the instruction that connects the call to the
+  media route (Twilio requests are checked against ``X-Twilio-Signature``
+  when an auth token is configured).
+
+A malformed message (bad JSON, missing field, oversized or invalid base64)
+closes *that* socket with a WebSocket close code and reason plus a log line;
+every other call carries on.
+
+Usage::
+
+    server = CarrierServer(lambda call: [MyBot()], carriers=["twilio"], port=8080,
+                           public_url="https://bot.example.com", twilio_auth_token=TOKEN)
+    await server.start()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+from aiohttp import WSMsgType, web
+
+from agent.frames import EventFrame
+from agent.pipeline import NodeSpec
+from agent.session import Session, SessionResult
+from transports.telephony import webhooks
+from transports.telephony.carrier_api import CallControl
+from transports.telephony.control import CallInfo
+from transports.telephony.guard import CallLimits
+from transports.telephony.media import CarrierInput, CarrierOutput
+from transports.telephony.serializers import SERIALIZERS, CarrierSerializer, ProtocolError
+from transports.telephony.serializers.base import (
+    CLOSE_POLICY_VIOLATION,
+    Cleared,
+    DigitIn,
+    MarkAck,
+    MediaIn,
+    StreamStart,
+    StreamStop,
+)
+
+logger = logging.getLogger(__name__)
+
+BotFactory = Callable[[CallInfo], NodeSpec | Awaitable[NodeSpec]]
+_DIGITS = set("0123456789*#ABCD")
+
+
+class CarrierCall:
+    """One carrier WebSocket: parses its messages, runs the bot's session."""
+
+    def __init__(self, server: CarrierServer, ws: web.WebSocketResponse, serializer: CarrierSerializer) -> None:
+        self.server, self.ws, self.serializer = server, ws, serializer
+        self.info = CallInfo(call_id="", transport=serializer.name)
+        self.caller_digit_ids: set[int] = set()
+        self.session: Session | None = None
+        self.result: SessionResult | None = None
+        self.input: CarrierInput | None = None
+        self.output: CarrierOutput | None = None
+        self.close_reason = ""
+        # Caller audio and digits go through a queue to a feeder task, so the socket
+        # reader never waits on the graph: marks, stops and clears are handled at once
+        # even while the bot's output is applying backpressure.
+        self._inbound: asyncio.Queue[tuple[str, bytes | str]] = asyncio.Queue(maxsize=500)
+        self._dropped = 0
+
+    async def send(self, message: str | bytes) -> None:
+        if self.ws.closed:
+            return
+        try:
+            if isinstance(message, bytes):
+                await self.ws.send_bytes(message)
+            else:
+                await self.ws.send_str(message)
+        except (ConnectionError, RuntimeError) as exc:
+            logger.info("call %s: send failed, socket gone: %s", self.info.call_id, exc)
+
+    async def transfer(self, target: str) -> None:
+        control = self.server.call_control.get(self.serializer.name)
+        if control is None:
+            logger.warning("call %s: transfer to %s requested but no %s credentials are configured",
+                           self.info.call_id, target, self.serializer.name)
+            await self._event("transfer_requested", {"target": target})
+            return
+        ok = await control.send(control.transfer_request(self.info, target))
+        await self._event("transfer_accepted" if ok else "transfer_failed", {"target": target})
+
+    async def _event(self, kind: str, data: dict[str, object]) -> None:
+        if self.session is not None:
+            await self.session.push(EventFrame(kind=kind, data={"call_id": self.info.call_id, **data}))
+
+    async def run(self) -> None:
+        session_task: asyncio.Task[SessionResult] | None = None
+        try:
+            async for message in self.ws:
+                if message.type == WSMsgType.TEXT or message.type == WSMsgType.BINARY:
+                    events = self.serializer.parse(message.data)
+                elif message.type == WSMsgType.ERROR:
+                    logger.warning("call %s: websocket error %s", self.info.call_id, self.ws.exception())
+                    break
+                else:
+                    continue
+                for event in events:
+                    if isinstance(event, StreamStart):
+                        if session_task is not None:
+                            raise ProtocolError("second start message", CLOSE_POLICY_VIOLATION)
+                        session_task = await self._start(event)
+                    elif isinstance(event, MediaIn) and self.input is not None:
+                        self._enqueue("audio", event.pcm)
+                    elif isinstance(event, MarkAck) and self.output is not None:
+                        await self.output.on_mark(event.name)
+                    elif isinstance(event, DigitIn) and self.input is not None:
+                        if event.digit.upper() in _DIGITS and len(event.digit) == 1:
+                            self._enqueue("digit", event.digit.upper())
+                        else:
+                            logger.warning("call %s: ignoring bad DTMF digit %r", self.info.call_id, event.digit[:8])
+                    elif isinstance(event, StreamStop):
+                        self.close_reason = "caller_hangup"
+                        break
+                    elif isinstance(event, Cleared):
+                        pass
+                if self.close_reason:
+                    break
+                if session_task is not None and session_task.done():
+                    break  # the bot ended the call
+        except ProtocolError as exc:
+            logger.warning("call %s (%s): %s; closing the socket with %d", self.info.call_id or "?",
+                           self.serializer.name, exc.reason, exc.close_code)
+            self.close_reason = "protocol_error"
+            await self.ws.close(code=exc.close_code, message=exc.reason.encode()[:120])
+        finally:
+            if session_task is not None:
+                if not session_task.done() and self.session is not None:
+                    await self.session.cancel(self.close_reason or "caller_hangup")
+                self.result = (await asyncio.gather(session_task, return_exceptions=True))[0]  # type: ignore[assignment]
+            if not self.ws.closed:
+                await self.ws.close()
+
+    def _enqueue(self, kind: str, item: bytes | str) -> None:
+        if self._inbound.full():
+            self._inbound.get_nowait()  # the graph is stalled: keep the newest audio
+            self._dropped += 1
+            if self._dropped == 1:
+                logger.warning("call %s: the bot is not keeping up; dropping old caller audio", self.info.call_id)
+        self._inbound.put_nowait((kind, item))
+
+    async def _feed(self) -> None:
+        assert self.input is not None
+        while True:
+            kind, item = await self._inbound.get()
+            if kind == "audio":
+                await self.input.audio(item)  # type: ignore[arg-type]
+            else:
+                await self.input.digit(item)  # type: ignore[arg-type]
+
+    async def _start(self, start: StreamStart) -> asyncio.Task[SessionResult]:
+        self.info = CallInfo(call_id=start.call_id, transport=self.serializer.name, from_number=start.from_number,
+                             to_number=start.to_number, codec=start.encoding, parameters=start.parameters)
+        nodes = self.server.bot_factory(self.info)
+        if inspect.isawaitable(nodes):
+            nodes = await nodes
+        self.input = CarrierInput(self)
+        self.output = CarrierOutput(self, lead_s=self.server.lead_s)
+        bot = nodes if isinstance(nodes, list) else [nodes]
+        graph = [self.input, *self.server.limits.guard(), *bot, self.output]
+        self.session = Session(graph, session_id=(start.call_id or start.stream_id)[:40],
+                               input_sample_rate=self.server.graph_sample_rate,
+                               output_sample_rate=self.serializer.sample_rate,
+                               max_duration_s=self.server.limits.hard_limit_s)
+        task = asyncio.get_running_loop().create_task(self.session.run())
+        feeder = asyncio.get_running_loop().create_task(self._feed())
+        task.add_done_callback(lambda _: feeder.cancel())
+        task.add_done_callback(lambda _: asyncio.ensure_future(self._session_done()))
+        return task
+
+    async def _session_done(self) -> None:
+        """The bot hung up (or failed): close the stream, and the call if we can."""
+        if self.close_reason:
+            return
+        self.close_reason = "bot_ended"
+        control = self.server.call_control.get(self.serializer.name)
+        if control is not None:
+            await control.send(control.hangup_request(self.info))
+        if not self.ws.closed:
+            await self.ws.close(code=1000, message=b"call ended")
+
+
+class CarrierServer:
+    def __init__(
+        self,
+        bot_factory: BotFactory,
+        *,
+        carriers: Iterable[str] = tuple(SERIALIZERS),
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        public_url: str | None = None,
+        graph_sample_rate: int = 16000,
+        lead_s: float = 0.3,
+        limits: CallLimits | None = None,
+        twilio_auth_token: str | None = None,
+        call_control: dict[str, CallControl] | None = None,
+        max_message_bytes: int = 256 * 1024,
+    ) -> None:
+        unknown = set(carriers) - set(SERIALIZERS)
+        if unknown:
+            raise ValueError(f"unknown carrier(s) {sorted(unknown)}; choose from {sorted(SERIALIZERS)}")
+        self.bot_factory = bot_factory
+        self.carriers = list(carriers)
+        self.host, self.port = host, port
+        self.public_url = public_url
+        self.graph_sample_rate = graph_sample_rate
+        self.lead_s = lead_s
+        self.limits = limits or CallLimits()
+        self.twilio_auth_token = twilio_auth_token
+        self.call_control = call_control or {}
+        self.max_message_bytes = max_message_bytes
+        self.calls: set[CarrierCall] = set()
+        self.app = web.Application()
+        for carrier in self.carriers:
+            self.app.router.add_get(f"/{carrier}/media", self._media_handler(carrier))
+        self.app.router.add_post("/twilio/voice", self._twilio_voice)
+        self.app.router.add_post("/telnyx/texml", self._simple_webhook(webhooks.texml_connect_stream, "telnyx"))
+        self.app.router.add_route("*", "/plivo/answer", self._simple_webhook(webhooks.plivo_stream_xml, "plivo"))
+        self.app.router.add_get("/vonage/answer", self._simple_webhook(webhooks.vonage_ncco, "vonage", "application/json"))
+        self.app.router.add_get("/exotel/stream", self._simple_webhook(webhooks.exotel_stream_url, "exotel",
+                                                                       "application/json"))
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+        logger.info("carrier media server on %s:%s (%s)", self.host, self.port, ", ".join(self.carriers))
+
+    async def stop(self) -> None:
+        for call in list(self.calls):
+            if not call.ws.closed:
+                await call.ws.close(code=1001, message=b"server shutting down")
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def stream_url(self, carrier: str, request: web.Request | None = None) -> str:
+        base = self.public_url or (f"http://{request.host}" if request is not None else f"http://{self.host}:{self.port}")
+        return base.replace("https://", "wss://").replace("http://", "ws://").rstrip("/") + f"/{carrier}/media"
+
+    def _media_handler(self, carrier: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            ws = web.WebSocketResponse(max_msg_size=self.max_message_bytes, heartbeat=30.0)
+            await ws.prepare(request)
+            call = CarrierCall(self, ws, SERIALIZERS[carrier]())
+            self.calls.add(call)
+            try:
+                await call.run()
+            except Exception:
+                logger.exception("call %s (%s): unexpected failure", call.info.call_id or "?", carrier)
+                if not ws.closed:
+                    await ws.close(code=1011, message=b"internal error")
+            finally:
+                self.calls.discard(call)
+            return ws
+
+        return handler
+
+    async def _twilio_voice(self, request: web.Request) -> web.Response:
+        body = await request.text()
+        params = webhooks.form_params(body)
+        if self.twilio_auth_token is not None:
+            url = (self.public_url.rstrip("/") + request.path_qs) if self.public_url else str(request.url)
+            if not webhooks.validate_twilio_signature(self.twilio_auth_token, url, params,
+                                                      request.headers.get("X-Twilio-Signature")):
+                logger.warning("twilio webhook from %s: bad or missing X-Twilio-Signature", request.remote)
+                return web.Response(status=403, text="invalid signature")
+        parameters = {k: params[k] for k in ("From", "To", "CallSid") if k in params}
+        twiml = webhooks.twiml_connect_stream(self.stream_url("twilio", request), parameters)
+        return web.Response(text=twiml, content_type="application/xml")
+
+    def _simple_webhook(self, build: Callable[[str], str], carrier: str,
+                        content_type: str = "application/xml") -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            return web.Response(text=build(self.stream_url(carrier, request)), content_type=content_type)
+
+        return handler
