@@ -59,8 +59,10 @@ def transcribe_browser_audio(whisper, audio: np.ndarray, rate: int) -> str:  # t
 def test_the_callers_question_is_transcribed_by_the_server(call: ScenarioResult) -> None:
     said = finals(call.server["events"])
     assert said, f"the server transcribed nothing; events: {call.server['events'][:20]}"
-    first_text = said[0][1]
-    assert jiwer.wer(words(QUESTION), words(first_text)) <= 0.25, first_text
+    # The VAD may cut the question at its comma into several segments: join them.
+    heard = [" ".join(text for _, text in said[: n + 1]) for n in range(len(said))]
+    best = min(heard, key=lambda text: jiwer.wer(words(QUESTION), words(text)))
+    assert jiwer.wer(words(QUESTION), words(best)) <= 0.25, heard
     assert call.server["frames_received"] > 40 * 10, "the server got less than 10 s of the caller's audio"
 
 
