@@ -13,6 +13,7 @@ import asyncio
 import importlib
 import inspect
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,24 +25,46 @@ from agent.session import Session, SessionResult
 logger = logging.getLogger(__name__)
 
 DEFAULT_BOT = "agent.clinic:clinic_bot"
+#: What a transport that can speak says when it turns a call away.
+BUSY_PROMPT = "All our agents are busy right now. Please call again in a few minutes."
+#: Seconds a refused caller should wait before retrying (SIP/HTTP ``Retry-After``).
+RETRY_AFTER_S = 5
 
 
 @dataclass(slots=True)
 class CallInfo:
-    """What a bot factory knows about the call it builds a graph for."""
+    """What a bot factory knows about the call it builds a graph for.
+
+    One shape for every transport. ``session_id`` is voxwire's id for the call
+    (unique in the process; MQTT topics and logs use it); ``call_id`` is the
+    network's id when there is one (SIP Call-ID, Twilio CallSid, Telnyx call
+    control id), which carrier REST calls need. ``caller``/``callee`` are the
+    numbers or user parts; ``metadata`` holds what the network passed along
+    (SIP ``X-`` headers, a carrier stream's custom parameters, a browser's
+    user agent).
+    """
 
     session_id: str
-    transport: str
+    transport: str  # "webrtc", "sip", "twilio", "telnyx", "vonage", "plivo", "exotel", "mqtt", ...
     input_sample_rate: int = 16000
     output_sample_rate: int = 16000
     caller: str = ""
     callee: str = ""
-    direction: str = "inbound"
+    direction: str = "inbound"  # or "outbound"
+    call_id: str = ""
+    remote_address: str = ""  # "host:port" of the peer, when known
+    codec: str = ""  # the line's codec: "PCMU", "PCMA", "mulaw", "l16", "opus"
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def new_session_id() -> str:
+    return uuid.uuid4().hex[:12]
 
 
 BotFactory = Callable[[CallInfo], NodeSpec | Awaitable[NodeSpec]]
 SessionHook = Callable[[Session, CallInfo], None]
+#: ``hook(transport, reason)``: a call was turned away (metrics count these).
+RefusalHook = Callable[[str, str], None]
 
 
 class CallRejected(Exception):
@@ -74,6 +97,7 @@ class CallManager:
         self.draining = False
         self._tasks: dict[str, asyncio.Task[SessionResult]] = {}
         self._hooks: list[SessionHook] = []
+        self._refusal_hooks: list[RefusalHook] = []
         self._admission: list[Callable[[], str | None]] = []
         self.results: list[SessionResult] = []
 
@@ -81,12 +105,16 @@ class CallManager:
         """Call ``hook(session, info)`` for every new call, before it starts."""
         self._hooks.append(hook)
 
+    def on_refusal(self, hook: RefusalHook) -> None:
+        """Call ``hook(transport, reason)`` for every call turned away by :meth:`admit`."""
+        self._refusal_hooks.append(hook)
+
     def add_admission_check(self, check: Callable[[], str | None]) -> None:
         """Add a check returning a refusal reason (e.g. CPU budget) or None."""
         self._admission.append(check)
 
     def refusal(self) -> str | None:
-        """Why a new call would be refused now, or None if it would be taken."""
+        """Why a new call would be refused now, or None if it would be taken (a query only)."""
         if self.draining:
             return "draining"
         if self.max_sessions is not None and len(self.sessions) >= self.max_sessions:
@@ -97,20 +125,41 @@ class CallManager:
                 return reason
         return None
 
-    async def build_graph(self, info: CallInfo, transport_in: Node, transport_out: Node) -> list[NodeSpec]:
+    def admit(self, transport: str) -> None:
+        """Raise ``CallRejected`` if a new call must be refused now, and tell the refusal hooks.
+
+        Transports call it before they spend anything on a call (an RTP port, a
+        WebRTC answer); :meth:`start_call` calls it again, so a refusal is
+        reported exactly once whichever check catches it.
+        """
+        reason = self.refusal()
+        if reason:
+            for hook in self._refusal_hooks:
+                try:
+                    hook(transport, reason)
+                except Exception:
+                    logger.exception("refusal hook %r failed", hook)
+            raise CallRejected(reason)
+
+    async def build_graph(self, info: CallInfo, transport_in: NodeSpec, transport_out: NodeSpec) -> list[NodeSpec]:
         bot = self.bot(info)
         if inspect.isawaitable(bot):
             bot = await bot
-        middle = [bot] if isinstance(bot, Node) else list(bot)  # type: ignore[arg-type]
-        return [transport_in, *middle, transport_out]
+        return [*_as_list(transport_in), *_as_list(bot), *_as_list(transport_out)]
 
     async def start_call(
-        self, info: CallInfo, transport_in: Node, transport_out: Node, **session_args: Any
+        self, info: CallInfo, transport_in: NodeSpec, transport_out: NodeSpec, **session_args: Any
     ) -> Session:
-        """Admit a call, build its graph and start it; raises CallRejected."""
-        reason = self.refusal()
-        if reason:
-            raise CallRejected(reason)
+        """Admit a call, build its graph and start it; raises CallRejected.
+
+        ``transport_in`` may be a list (e.g. ``[RtpInput, CallGuard]``): the
+        nodes that belong in front of the bot. ``session_args`` go to
+        :class:`Session` (e.g. ``max_duration_s``). Exceptions of the bot
+        factory propagate: the transport answers its network's error.
+        """
+        self.admit(info.transport)
+        if info.session_id in self.sessions:
+            raise ValueError(f"session id {info.session_id!r} is already in use")
         graph = await self.build_graph(info, transport_in, transport_out)
         session = Session(
             graph,
@@ -122,14 +171,20 @@ class CallManager:
         for hook in self._hooks:
             hook(session, info)
         self.sessions[session.session_id] = session
-        task = asyncio.get_running_loop().create_task(self._run(session))
+        task = asyncio.get_running_loop().create_task(self._run(session), name=f"call-{session.session_id}")
         self._tasks[session.session_id] = task
-        await session.started.wait()
+        started = asyncio.ensure_future(session.started.wait())
+        # A graph that fails while starting ends the task before ``started`` is set.
+        await asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
         return session
 
     async def _run(self, session: Session) -> SessionResult:
         try:
             result = await session.run()
+        except Exception as exc:  # a graph that cannot even start: still a result, never a lost task
+            logger.exception("call %s failed to run", session.session_id)
+            result = SessionResult(session_id=session.session_id, reason="error", error=f"{type(exc).__name__}: {exc}")
         finally:
             self.sessions.pop(session.session_id, None)
             self._tasks.pop(session.session_id, None)
@@ -139,8 +194,11 @@ class CallManager:
         return result
 
     async def wait(self, session_id: str) -> SessionResult | None:
+        """The result of a call once it ends (also for a call that already ended recently)."""
         task = self._tasks.get(session_id)
-        return await task if task else None
+        if task is not None:
+            return await task
+        return next((r for r in reversed(self.results) if r.session_id == session_id), None)
 
     async def drain(self, deadline_s: float) -> None:
         """Refuse new calls, let live ones finish, cancel what is left at the deadline."""
@@ -159,3 +217,7 @@ class CallManager:
             await session.cancel("shutdown")
         if self._tasks:
             await asyncio.wait(list(self._tasks.values()), timeout=5)
+
+
+def _as_list(spec: NodeSpec) -> list[NodeSpec]:
+    return [spec] if isinstance(spec, Node) else list(spec)

@@ -160,6 +160,19 @@ class DTMFFrame(Frame):
     duration_ms: int = 160
 
 
+@dataclass(slots=True, kw_only=True)
+class TransferFrame(Frame):
+    """Hand the caller to ``target`` (a SIP URI or E.164 number).
+
+    Ordered, not urgent: it travels behind the bot's queued speech, and the
+    output transport performs the transfer (SIP REFER, a carrier's REST call)
+    once that speech has been heard.
+    """
+
+    target: str
+    reason: str = "transfer"
+
+
 # ------------------------------------------------------------------ bot speech
 
 

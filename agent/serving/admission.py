@@ -16,10 +16,9 @@ import time
 
 import psutil
 
-#: What a transport that can speak says when a call is refused.
-BUSY_PROMPT = "All our agents are busy right now. Please call again in a few minutes."
-#: Seconds a refused caller should wait before retrying (HTTP/SIP Retry-After).
-RETRY_AFTER_S = 5
+from agent.calls import BUSY_PROMPT, RETRY_AFTER_S
+
+__all__ = ["BUSY_PROMPT", "RETRY_AFTER_S", "CpuBudget"]
 
 
 class CpuBudget:

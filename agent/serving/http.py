@@ -30,8 +30,11 @@ MAX_BODY_BYTES = 16 * 1024
 
 
 def refusal_response(reason: str) -> web.Response:
-    """503 with the reason, for a call this worker will not take."""
-    prometheus.count_refusal(reason)
+    """503 with the reason, for a call this worker will not take.
+
+    Counting is the manager's job: ``CallManager.admit`` tells its refusal
+    hooks (the worker's Prometheus counter) about every refused call.
+    """
     return web.json_response({"error": "unavailable", "reason": reason, "worker_pid": os.getpid(),
                               "prompt": BUSY_PROMPT}, status=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
@@ -60,10 +63,8 @@ def make_app(manager: CallManager, *, worker: str, dialer: Dialer | None = None)
             job = CallJob.from_dict(await request.json())
         except ValueError as exc:  # JSONDecodeError is a ValueError
             return web.json_response({"error": "bad_request", "reason": str(exc)}, status=400)
-        reason = manager.refusal()
-        if reason:
-            return refusal_response(reason)
         try:
+            manager.admit("outbound")
             session = await dialer(manager, job)
         except CallRejected as exc:
             return refusal_response(exc.reason)

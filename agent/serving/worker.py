@@ -9,8 +9,12 @@ live calls finish until the deadline, then exits 0 — what a Kubernetes
 rolling update needs.
 
 Transports plug in as *plugins*: ``module:function`` names of
-``async def start(manager, ctx: WorkerContext) -> object with async close()``;
-a listening transport should bind with ``reuse_port=ctx.reuse_port``.
+``async def start(manager, ctx: WorkerContext) -> object with async close()``.
+An HTTP transport adds its routes to ``ctx.http_app`` (the worker's own app,
+not yet started), so it shares ``--host``/``--port`` with health and metrics;
+one with its own socket binds with ``reuse_port=ctx.reuse_port``. The
+``--transport`` names map to the built-in plugins in
+:data:`agent.serving.transports.TRANSPORT_PLUGINS`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from agent.serving import prometheus
 from agent.serving.admission import CpuBudget
 from agent.serving.http import make_app
 from agent.serving.jobs import load_dialer
+from agent.serving.transports import TRANSPORT_PLUGINS
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +58,15 @@ class WorkerConfig:
     dialer: str | None = None
     name: str | None = None
     plugins: list[str] = field(default_factory=list)
+    transports: list[str] = field(default_factory=list)  # --transport names (see TRANSPORTS)
+    sip_port: int = 5060
+    sip_advertise: str | None = None  # address in SIP Contact/SDP when --host is a wildcard
+    public_url: str | None = None  # how carriers reach this service (webhook answers, stream URLs)
+
+    def plugin_specs(self) -> list[str]:
+        """The plugins to start: one per --transport (deduplicated), then --plugin ones."""
+        specs = [TRANSPORT_PLUGINS[name] for name in self.transports if name in TRANSPORT_PLUGINS]
+        return list(dict.fromkeys([*specs, *self.plugins]))
 
     def worker_id(self, index: int) -> str:
         """Unique per worker and stable across restarts: the MQTT client id depends on it."""
@@ -66,6 +80,7 @@ class WorkerContext:
     worker_id: str
     bus: Any = None  # transports.mqtt.Bus when --mqtt is on
     reuse_port: bool = True
+    http_app: web.Application | None = None  # the worker's HTTP app; plugins may add routes before it starts
 
 
 def _load(spec: str) -> Callable[..., Awaitable[Any]]:
@@ -93,6 +108,7 @@ async def run_worker(config: WorkerConfig, index: int = 0, *, stop: asyncio.Even
         manager.add_admission_check(budget.check)
         closers.append(budget.close)
     prometheus.attach(manager)
+    manager.on_refusal(lambda transport, reason: prometheus.count_refusal(reason))
     dialer = load_dialer(config.dialer) if config.dialer else None
     ctx = WorkerContext(config, index, worker_id)
     dispatcher = None
@@ -109,9 +125,10 @@ async def run_worker(config: WorkerConfig, index: int = 0, *, stop: asyncio.Even
             dispatcher = JobDispatcher(manager, bus.connection, dialer, worker_id)
             await dispatcher.start()
             closers.append(dispatcher.close)
-    for spec in config.plugins:
+    ctx.http_app = make_app(manager, worker=worker_id, dialer=dialer)
+    for spec in config.plugin_specs():
         closers.append((await _load(spec)(manager, ctx)).close)
-    runner = web.AppRunner(make_app(manager, worker=worker_id, dialer=dialer), access_log=None)
+    runner = web.AppRunner(ctx.http_app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, config.host, config.port, reuse_port=True).start()
     closers.append(runner.cleanup)

@@ -12,14 +12,13 @@ from dataclasses import dataclass
 import pytest
 
 from agent.calls import CallInfo, CallManager
-from agent.frames import EventFrame, InterruptFrame
+from agent.frames import EventFrame, InterruptFrame, TransferFrame
 from agent.session import Session
 from tests.mqtt.broker import Broker
 from tests.mqtt.helpers import Collect, ScriptedConversation, TextRecordingOutput, ToneTTS, Watcher, publish
 from transports.local import ScriptedInput, Segment
 from transports.mqtt import Bus, start_bus
 from transports.mqtt.schema import ENVELOPE, EVENTS
-from transports.telephony.control import TransferFrame
 
 HOST = "127.0.0.1"
 

@@ -304,3 +304,28 @@ def registrar(realm: str, user: str, password: str) -> str:
   <label id="end"/>
 </scenario>
 """
+
+
+def refused_call() -> str:
+    """INVITE that must be refused with 503 and a Retry-After (a busy or draining server); ACK it."""
+    refused = f"""
+  <recv response="503">
+    <action>
+      <ereg regexp="[0-9]+" search_in="hdr" header="Retry-After:" check_it="true" assign_to="retry"/>
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+      ACK sip:bot@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      {_FROM}
+      {_TO}[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <nop><action><log message="refused, retry after [$retry]"/></action></nop>
+"""
+    return _HEAD.format(name="refused") + _INVITE + refused + "</scenario>\n"

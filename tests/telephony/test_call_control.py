@@ -10,6 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
+from agent.calls import CallInfo
+from agent.frames import TransferFrame
 from tests.telephony import scenarios
 from tests.telephony.bots import TalkerBot
 from tests.telephony.helpers import SIPP, free_udp_port, run_sipp
@@ -17,7 +19,6 @@ from tests.telephony.twilio_client import TwilioTestClient
 from transports.sip.auth import Credentials, digest_response, parse_challenge
 from transports.sip.useragent import UserAgent
 from transports.telephony import carrier_api, webhooks
-from transports.telephony.control import CallInfo, TransferFrame
 from transports.telephony.server import CarrierServer
 
 
@@ -51,7 +52,7 @@ async def test_register_answers_a_digest_challenge_from_sipp(tmp_path: Path, pas
 
 
 def test_carrier_rest_requests_are_built_offline() -> None:
-    info = CallInfo(call_id="CA123", transport="twilio")
+    info = CallInfo(session_id="s1", transport="twilio", call_id="CA123")
     twilio = carrier_api.CallControl("twilio", carrier_api.CarrierCredentials(account_sid="AC1", auth_token="tok"))
     request = twilio.transfer_request(info, "+15550100")
     assert request.url == "https://api.twilio.com/2010-04-01/Accounts/AC1/Calls/CA123.json"
@@ -60,14 +61,16 @@ def test_carrier_rest_requests_are_built_offline() -> None:
     hangup = twilio.hangup_request(info)
     assert webhooks.form_params(hangup.content.decode()) == {"Status": "completed"}
     telnyx = carrier_api.CallControl("telnyx", carrier_api.CarrierCredentials(api_key="KEY"))
-    request = telnyx.transfer_request(CallInfo(call_id="v3:abc", transport="telnyx"), "sip:desk@pbx")
+    telnyx_call = CallInfo(session_id="s1", transport="telnyx", call_id="v3:abc")
+    request = telnyx.transfer_request(telnyx_call, "sip:desk@pbx")
     assert request.url.path == "/v2/calls/v3:abc/actions/transfer" and json.loads(request.content) == {"to": "sip:desk@pbx"}
     vonage = carrier_api.CallControl("vonage", carrier_api.CarrierCredentials(jwt="J"))
-    body = json.loads(vonage.transfer_request(CallInfo(call_id="u1", transport="vonage"), "+4470").content)
+    vonage_call = CallInfo(session_id="s1", transport="vonage", call_id="u1")
+    body = json.loads(vonage.transfer_request(vonage_call, "+4470").content)
     assert body["action"] == "transfer" and body["destination"]["ncco"][0]["endpoint"][0]["number"] == "+4470"
     plivo = carrier_api.CallControl("plivo", carrier_api.CarrierCredentials(auth_id="MA1", auth_token="t",
                                                                            answer_url="https://x/dial"))
-    assert plivo.hangup_request(CallInfo(call_id="c1", transport="plivo")).method == "DELETE"
+    assert plivo.hangup_request(CallInfo(session_id="s1", transport="plivo", call_id="c1")).method == "DELETE"
 
 
 @pytest.mark.asyncio

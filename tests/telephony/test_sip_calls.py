@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agent.calls import CallInfo
 from tests.telephony import scenarios
 from tests.telephony.helpers import (
     SIPP,
@@ -30,7 +31,6 @@ from tests.telephony.helpers import (
     write_rtp_pcap,
 )
 from transports.sip.transport import SipServer
-from transports.telephony.control import CallInfo
 
 pytestmark = [pytest.mark.skipif(SIPP is None, reason="sipp (apt sip-tester) not installed")]
 
@@ -85,7 +85,7 @@ async def test_sipp_call_speech_both_ways_and_dtmf(tmp_path: Path, caller_speech
         await server.stop()
     assert code == 0, output
     bot = bots[0]
-    assert infos[0].parameters.get("X-Customer") == "42" and infos[0].codec == "PCMU"
+    assert infos[0].metadata.get("X-Customer") == "42" and infos[0].codec == "PCMU"
 
     # Caller → bot: what the bot heard matches the pcap's speech.
     score = windowed_match(caller_speech, bot.heard_8k())

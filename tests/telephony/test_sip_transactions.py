@@ -9,13 +9,12 @@ import time
 import numpy as np
 import pytest
 
-from agent.frames import EndFrame, Frame, OutputAudioFrame, StartFrame
+from agent.frames import EndFrame, Frame, OutputAudioFrame, StartFrame, TransferFrame
 from agent.node import Node
 from tests.telephony.helpers import SIPP, RecordingBot, free_udp_port, run_sipp, speech_8k, windowed_match
 from transports.sip import message as sipmsg
 from transports.sip.transport import SipServer
 from transports.sip.useragent import CallFailed
-from transports.telephony.control import TransferFrame
 
 OFFER = (
     "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"

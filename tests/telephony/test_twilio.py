@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import soundfile
 
+from agent.calls import CallInfo
 from agent.frames import BotStoppedSpeakingFrame, PlayoutProgressFrame
 from tests.telephony.bots import TalkerBot
 from tests.telephony.helpers import best_correlation, speech_8k
 from tests.telephony.twilio_client import TwilioTestClient
-from transports.telephony.control import CallInfo
 from transports.telephony.server import CarrierServer
 
 SENTENCES = ["Thanks for calling the clinic.", "Your appointment is on Tuesday at nine.",

@@ -33,13 +33,13 @@ from agent.frames import (
     PlayoutProgressFrame,
     SpeakFrame,
     TranscriptionFrame,
+    TransferFrame,
     UserTurnFrame,
 )
 from agent.session import Session
 from transports.mqtt.connection import MqttConnection
 from transports.mqtt.schema import EVENTS, Command, CommandError, encode_event, parse_command, qos_of
 from transports.mqtt.settings import MqttSettings, parse_mqtt_url, topic_level
-from transports.telephony.control import TransferFrame
 
 logger = logging.getLogger(__name__)
 

@@ -20,10 +20,9 @@ import time
 from typing import TYPE_CHECKING
 
 from agent.audio import Resampler
-from agent.frames import DTMFFrame, Frame, StartFrame
+from agent.frames import DTMFFrame, Frame, StartFrame, TransferFrame
 from transports.base import InputTransport, OutputTransport
 from transports.rtp.session import CLOCK_RATE, RtpSession
-from transports.telephony.control import TransferFrame
 
 if TYPE_CHECKING:
     from transports.sip.transport import SipCall

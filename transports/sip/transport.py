@@ -1,31 +1,38 @@
-"""SIP as a voxwire transport: every call is a Session with its own graph.
+"""SIP as a voxwire transport: every call is a Session run by the CallManager.
 
 ``SipServer`` answers INVITEs on one UDP port and places calls out. For each
-call it opens an RTP port, negotiates G.711 in SDP, asks the user's bot
-factory for the call's nodes and runs ``[RtpInput, *bot, RtpOutput]`` as a
-:class:`agent.Session`. Calls share the event loop and nothing else: a bot
-that raises ends its own call (with a BYE), never its neighbours.
+call it opens an RTP port, negotiates G.711 in SDP and hands
+``[RtpInput, CallGuard?]`` + ``RtpOutput`` to the process's
+:class:`agent.calls.CallManager`, which builds the bot's graph between them.
+So admission (a busy or draining worker answers ``503 Service Unavailable``
+with ``Retry-After``), drain, session hooks (the MQTT bus, Prometheus) and
+results are the same as for every other transport. Calls share the event
+loop and nothing else: a bot that raises ends its own call (with a BYE),
+never its neighbours.
 
 Usage::
 
-    server = SipServer(lambda call: [MyBot()], host="0.0.0.0", port=5060)
+    manager = CallManager(my_bot, max_sessions=50)
+    server = SipServer(manager, host="0.0.0.0", port=5060, advertised_host="203.0.113.7")
     await server.start()
     ...
     call = await server.call("sip:alice@10.0.0.5", ("10.0.0.5", 5060))  # call-back
+
+``SipServer(my_bot, ...)`` (a bot factory instead of a manager) builds a
+private manager, for scripts and tests.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable
 from typing import Any
 
+from agent.calls import RETRY_AFTER_S, BotFactory, CallInfo, CallManager, CallRejected, new_session_id
 from agent.frames import DTMFFrame, EventFrame
-from agent.node import Node
-from agent.pipeline import NodeSpec
 from agent.session import Session, SessionResult
 from transports.rtp.session import RtpSession
 from transports.sip import sdp
@@ -34,26 +41,31 @@ from transports.sip.dialog import Dialog
 from transports.sip.media import RtpInput, RtpOutput
 from transports.sip.message import SipMessage, parse_name_addr, parse_uri
 from transports.sip.useragent import CallFailed, IncomingInvite, UserAgent
-from transports.telephony.control import CallInfo
 from transports.telephony.guard import CallLimits
 
 logger = logging.getLogger(__name__)
 
-BotFactory = Callable[[CallInfo], NodeSpec | Awaitable[NodeSpec]]
+__all__ = ["BotFactory", "SipCall", "SipServer"]
+
+#: Caller hang-ups and transfers already ended the dialog: no BYE from us.
+_REMOTE_ENDED = ("caller_hangup", "transferred")
+#: The running SIP server of each manager, for dialers that get only the manager.
+_SERVING: weakref.WeakKeyDictionary[CallManager, SipServer] = weakref.WeakKeyDictionary()
 
 
 class SipCall:
     """One call: its dialog, its RTP stream and the session running the bot."""
 
-    def __init__(self, server: SipServer, info: CallInfo, rtp: RtpSession) -> None:
+    def __init__(self, server: SipServer, info: CallInfo, rtp: RtpSession, manager: CallManager | None = None) -> None:
         self.server, self.info, self.rtp = server, info, rtp
+        self.manager = manager or server.manager
         self.dialog: Dialog | None = None
         self.session: Session | None = None
         self.caller_digit_ids: set[int] = set()
         self.ended = asyncio.Event()
         self.result: SessionResult | None = None
         self._sdp_version = 1
-        self._session_id = secrets.randbelow(2**31)
+        self._sdp_session_id = secrets.randbelow(2**31)
         self._remote_gone = False
 
     # -------------------------------------------------------- DialogListener
@@ -98,18 +110,19 @@ class SipCall:
     def _answer(self, offer: sdp.Session, index: int, agreed: sdp.Negotiated) -> bytes:
         return sdp.build_answer(
             offer, index, agreed, local_ip=self.server.media_host, local_port=self.rtp.local_port,
-            session_id=self._session_id, version=self._sdp_version,
+            session_id=self._sdp_session_id, version=self._sdp_version,
         ).encode()
 
     def _offer(self) -> bytes:
         return sdp.build_offer(local_ip=self.server.media_host, local_port=self.rtp.local_port,
-                               session_id=self._session_id, version=self._sdp_version).encode()
+                               session_id=self._sdp_session_id, version=self._sdp_version).encode()
 
     def _on_info(self, request: SipMessage) -> int:
         kind = (request.get("Content-Type") or "").lower()
         if "dtmf" not in kind:
             return 415
-        fields = dict(line.split("=", 1) for line in request.body.decode("utf-8", "replace").splitlines() if "=" in line)
+        lines = request.body.decode("utf-8", "replace").splitlines()
+        fields = dict(line.split("=", 1) for line in lines if "=" in line)
         digit = fields.get("Signal", "").strip()
         if len(digit) != 1 or digit.upper() not in "0123456789*#ABCD":
             return 400
@@ -178,23 +191,30 @@ class SipCall:
         self._notify("transfer_failed", {"target": target, "status": response_status})
         return False
 
-    async def run(self, nodes: NodeSpec) -> None:
-        """Run the bot until the call ends, then release everything."""
-        bot = nodes if isinstance(nodes, list) else [nodes]
-        graph: list[Node | Any] = [RtpInput(self), *self.server.limits.guard(), *bot, RtpOutput(self)]
-        self.session = Session(graph, session_id=self.info.call_id[:40], input_sample_rate=self.server.graph_sample_rate,
-                               output_sample_rate=8000, max_duration_s=self.server.limits.hard_limit_s)
+    async def start(self) -> Session:
+        """Hand the call to the manager (raises CallRejected, or the bot factory's error)."""
+        server = self.server
+        self.session = await self.manager.start_call(
+            self.info, [RtpInput(self), *server.limits.guard()], RtpOutput(self),
+            max_duration_s=server.limits.hard_limit_s)
+        return self.session
+
+    async def finish(self) -> SessionResult | None:
+        """Wait for the session to end, then release the dialog and the RTP port."""
         try:
-            self.result = await self.session.run()
+            self.result = await self.manager.wait(self.info.session_id)
         finally:
-            if self.result is None or self.result.reason not in ("caller_hangup", "transferred"):
+            if self.result is None or self.result.reason not in _REMOTE_ENDED:
                 if not self._remote_gone and self.dialog is not None:
                     self._remote_gone = True
                     await self._bye()
             self.rtp.close()
             self.ended.set()
-            self.server._calls.pop(self.info.call_id, None)
-            logger.info("call %s ended: %s", self.info.call_id, self.result.reason if self.result else "error")
+            if self.server._calls.get(self.info.call_id) is self:
+                del self.server._calls[self.info.call_id]
+            logger.info("call %s (session %s) ended: %s", self.info.call_id, self.info.session_id,
+                        self.result.reason if self.result else "error")
+        return self.result
 
 
 class SipServer:
@@ -202,22 +222,22 @@ class SipServer:
 
     def __init__(
         self,
-        bot_factory: BotFactory,
+        manager: CallManager | BotFactory,
         *,
         host: str = "127.0.0.1",
         port: int = 5060,
         advertised_host: str | None = None,
         graph_sample_rate: int = 16000,
-        max_calls: int = 500,
         limits: CallLimits | None = None,
         ring_s: float = 0.0,
         user_agent: str = "voxwire",
+        reuse_port: bool = False,
     ) -> None:
-        self.bot_factory = bot_factory
+        self.manager = manager if isinstance(manager, CallManager) else CallManager(manager)
         self.graph_sample_rate = graph_sample_rate
-        self.max_calls = max_calls
         self.limits = limits or CallLimits()
         self.ring_s = ring_s
+        self.reuse_port = reuse_port
         self.media_host = advertised_host or host
         self.rtp_bind = host
         self.ua = UserAgent(host=host, port=port, advertised_host=advertised_host, on_invite=self._on_invite,
@@ -230,32 +250,55 @@ class SipServer:
 
     @property
     def calls(self) -> dict[str, SipCall]:
+        """Live calls by SIP Call-ID."""
         return dict(self._calls)
 
+    @classmethod
+    def serving(cls, manager: CallManager) -> SipServer | None:
+        """The started SIP server whose calls ``manager`` runs, if any (outbound dialers use it)."""
+        return _SERVING.get(manager)
+
     async def start(self) -> None:
-        await self.ua.start()
+        await self.ua.start(reuse_port=self.reuse_port)
+        _SERVING.setdefault(self.manager, self)
         logger.info("SIP server listening on udp %s:%s", self.ua.host, self.ua.port)
 
     async def stop(self) -> None:
+        if _SERVING.get(self.manager) is self:
+            del _SERVING[self.manager]
         for call in list(self._calls.values()):
             await call.hangup()
         if self._calls:
             await asyncio.wait([asyncio.ensure_future(c.ended.wait()) for c in self._calls.values()], timeout=2.0)
         self.ua.close()
 
+    async def close(self) -> None:
+        """Same as :meth:`stop` (the serving plugin contract)."""
+        await self.stop()
+
     def _spawn(self, coro: Awaitable[object], what: str) -> None:
         self.ua._spawn(coro, what)
 
-    async def _make_nodes(self, info: CallInfo) -> NodeSpec:
-        nodes = self.bot_factory(info)
-        if inspect.isawaitable(nodes):
-            nodes = await nodes
-        return nodes
+    def _call_info(self, *, call_id: str, direction: str, caller: str, callee: str, remote: tuple[str, int],
+                   codec: str = "", metadata: dict[str, Any] | None = None) -> CallInfo:
+        return CallInfo(session_id=new_session_id(), transport="sip", input_sample_rate=self.graph_sample_rate,
+                        output_sample_rate=8000, caller=caller, callee=callee, direction=direction,
+                        call_id=call_id, remote_address=f"{remote[0]}:{remote[1]}", codec=codec,
+                        metadata=metadata or {})
+
+    @staticmethod
+    def _refuse(invite: IncomingInvite, reason: str) -> None:
+        """503 with Retry-After: a proxy or trunk tries another worker or retries later."""
+        logger.info("call %s refused: %s", invite.request.call_id, reason)
+        invite.reject(503, "Service Unavailable", headers=[
+            ("Retry-After", str(RETRY_AFTER_S)), ("Reason", f'SIP;cause=503;text="{reason}"')])
 
     async def _on_invite(self, invite: IncomingInvite) -> None:
         request = invite.request
-        if len(self._calls) >= self.max_calls:
-            invite.reject(486, "Busy Here")
+        try:
+            self.manager.admit("sip")  # before an RTP port or the bot is spent on it
+        except CallRejected as exc:
+            self._refuse(invite, exc.reason)
             return
         try:
             offer = sdp.parse(request.body.decode("utf-8", "replace")) if request.body else None
@@ -271,21 +314,13 @@ class SipServer:
         rtp = RtpSession(codec=agreed.codec, payload_type=agreed.payload_type,
                          dtmf_payload_type=agreed.dtmf_payload_type)
         await rtp.open(self.rtp_bind, 0)
-        info = CallInfo(
-            call_id=request.call_id, transport="sip", direction="inbound",
-            from_number=_user_of(request.get("From")), to_number=_user_of(request.get("To")),
-            remote_address=f"{invite.addr[0]}:{invite.addr[1]}", codec=agreed.codec,
-            parameters={k: v for k, v in request.headers if k.lower().startswith("x-")},
+        info = self._call_info(
+            call_id=request.call_id, direction="inbound", caller=_user_of(request.get("From")),
+            callee=_user_of(request.get("To")), remote=invite.addr, codec=agreed.codec,
+            metadata={k: v for k, v in request.headers if k.lower().startswith("x-")},
         )
         call = SipCall(self, info, rtp)
         call._apply(agreed)
-        try:
-            nodes = await self._make_nodes(info)
-        except Exception:
-            logger.exception("call %s: bot factory failed", info.call_id)
-            rtp.close()
-            invite.reject(500, "Server Internal Error")
-            return
         invite.ring()
         if self.ring_s:
             try:
@@ -296,9 +331,33 @@ class SipServer:
             rtp.close()
             logger.info("call %s: cancelled by the caller before answer", info.call_id)
             return
-        call.dialog = invite.accept(call._answer(offer, index, agreed), call)
+        try:
+            session = await call.start()
+        except CallRejected as exc:
+            rtp.close()
+            self._refuse(invite, exc.reason)
+            return
+        except Exception:
+            logger.exception("call %s: the bot could not be started", info.call_id)
+            rtp.close()
+            invite.reject(500, "Server Internal Error")
+            return
+        if invite.cancelled.is_set() or invite.done:  # CANCEL while the bot was being built
+            logger.info("call %s: cancelled by the caller before answer", info.call_id)
+            await session.cancel("caller_cancelled")
+            await call.finish()
+            return
+        try:
+            call.dialog = invite.accept(call._answer(offer, index, agreed), call)
+        except Exception:
+            logger.exception("call %s: could not answer the INVITE", info.call_id)
+            invite.reject(500, "Server Internal Error")
+        if call.dialog is None:  # never answered: the session must not outlive the INVITE
+            await session.cancel("not_answered")
+            await call.finish()
+            return
         self._calls[info.call_id] = call
-        await call.run(nodes)
+        await call.finish()
 
     async def call(
         self,
@@ -308,13 +367,24 @@ class SipServer:
         from_uri: str | None = None,
         credentials: Credentials | None = None,
         timeout: float = 60.0,
+        metadata: dict[str, Any] | None = None,
+        bot: BotFactory | None = None,
     ) -> SipCall:
-        """Place an outbound call; returns once answered, the bot running in the background."""
+        """Place an outbound call; returns once answered, the bot running in the background.
+
+        Raises ``CallRejected`` before dialling when this process would not
+        take the call, and ``CallFailed`` when the far end refuses it.
+        ``bot`` runs this call instead of the manager's bot, outside its
+        admission and hooks: a leg of a call already admitted (a warm
+        transfer's briefing of the human) must not be refused by a full worker.
+        """
+        manager = CallManager(bot) if bot is not None else self.manager
+        manager.admit("sip")
         rtp = RtpSession()
         await rtp.open(self.rtp_bind, 0)
-        info = CallInfo(call_id="", transport="sip", direction="outbound", to_number=_user_of(f"<{target}>"),
-                        remote_address=f"{addr[0]}:{addr[1]}")
-        call = SipCall(self, info, rtp)
+        info = self._call_info(call_id="", direction="outbound", caller=_user_of(from_uri or self.ua.contact),
+                               callee=_user_of(f"<{target}>"), remote=addr, metadata=metadata)
+        call = SipCall(self, info, rtp, manager)
         try:
             dialog, response = await asyncio.wait_for(
                 self.ua.invite(target, addr, call._offer(), lambda d, r: call, from_uri=from_uri,
@@ -327,9 +397,15 @@ class SipServer:
         info.call_id = dialog.call_id
         info.codec = agreed.codec
         call._apply(agreed)
-        nodes = await self._make_nodes(info)
+        try:
+            await call.start()
+        except BaseException:  # refused (a race with other calls) or the bot failed: hang up what we placed
+            call._remote_gone = True
+            await call._bye()
+            rtp.close()
+            raise
         self._calls[info.call_id] = call
-        self._spawn(call.run(nodes), f"outbound call {info.call_id}")
+        self._spawn(call.finish(), f"outbound call {info.call_id}")
         return call
 
 

@@ -73,9 +73,11 @@ class IncomingInvite:
         if not self.done:
             self.ua._respond(self.txn, make_response(self.request, 180, to_tag=self.to_tag))
 
-    def reject(self, status: int, reason: str | None = None) -> None:
+    def reject(self, status: int, reason: str | None = None, *,
+               headers: list[tuple[str, str]] | None = None) -> None:
         if not self.done:
-            self.ua._respond(self.txn, make_response(self.request, status, reason, to_tag=self.to_tag))
+            response = make_response(self.request, status, reason, to_tag=self.to_tag, headers=headers)
+            self.ua._respond(self.txn, response)
 
     def accept(self, sdp: bytes, listener: DialogListener) -> Dialog | None:
         """Send 200 OK with our answer; retransmitted until the ACK arrives."""
@@ -134,9 +136,11 @@ class UserAgent(UacMixin):
     def contact(self) -> str:
         return f"<sip:{self.user_agent}@{self.advertised_host}:{self.port}>"
 
-    async def start(self) -> None:
+    async def start(self, *, reuse_port: bool = False) -> None:
+        """Bind the UDP socket; ``reuse_port`` lets sibling worker processes share the port."""
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Endpoint(self), local_addr=(self.host, self.port))
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Endpoint(self), local_addr=(self.host, self.port),
+                                                           reuse_port=reuse_port or None)
         self._transport = transport
         self.port = transport.get_extra_info("sockname")[1]
 

@@ -22,7 +22,7 @@ from xml.sax.saxutils import escape
 
 import httpx
 
-from transports.telephony.control import CallInfo
+from agent.calls import CallInfo
 
 logger = logging.getLogger(__name__)
 

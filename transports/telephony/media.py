@@ -41,11 +41,11 @@ from agent.frames import (
     PlayoutProgressFrame,
     StartFrame,
     TTSStoppedFrame,
+    TransferFrame,
 )
 from agent.node import UPSTREAM, Node
 from transports.base import InputTransport
 from transports.playout import PlayoutBuffer, Progress
-from transports.telephony.control import TransferFrame
 from transports.telephony.marks import Mark, MarkTracker
 
 if TYPE_CHECKING:

@@ -1,7 +1,14 @@
-"""Run a telephony server until cancelled: what ``voxwire serve --transport ...`` calls.
+"""Convenience starters for the telephony servers, from a bot factory or a manager.
 
-    asyncio.run(run_sip(bot_factory, host="0.0.0.0", port=5060))
-    asyncio.run(run_carrier(bot_factory, "twilio", port=8080, public_url="https://bot.example.com"))
+``voxwire serve --transport sip|twilio|...`` uses the plugins
+(:mod:`transports.sip.plugin`, :mod:`transports.telephony.plugin`) inside its
+workers; these are for scripts that run one server on their own::
+
+    asyncio.run(run_sip(my_bot, host="0.0.0.0", port=5060, max_sessions=50))
+    asyncio.run(run_carrier(my_bot, "twilio", port=8080, public_url="https://bot.example.com"))
+
+Either accepts a bot factory (a private :class:`~agent.calls.CallManager` is
+built, with ``max_sessions``) or a manager shared with other transports.
 """
 
 from __future__ import annotations
@@ -9,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Iterable
 
-from transports.sip.transport import BotFactory, SipServer
+from agent.calls import BotFactory, CallManager
+from transports.sip.transport import SipServer
 from transports.telephony.carrier_api import CallControl, CarrierCredentials
 from transports.telephony.guard import CallLimits
 from transports.telephony.server import CarrierServer
@@ -18,14 +27,10 @@ from transports.telephony.server import CarrierServer
 logger = logging.getLogger(__name__)
 
 
-async def run_sip(bot_factory: BotFactory, *, host: str = "0.0.0.0", port: int = 5060,
-                  advertised_host: str | None = None, limits: CallLimits | None = None) -> None:
-    server = SipServer(bot_factory, host=host, port=port, advertised_host=advertised_host, limits=limits)
-    await server.start()
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await server.stop()
+def as_manager(bot_or_manager: CallManager | BotFactory, max_sessions: int | None = None) -> CallManager:
+    if isinstance(bot_or_manager, CallManager):
+        return bot_or_manager
+    return CallManager(bot_or_manager, max_sessions=max_sessions)
 
 
 def credentials_from_env(carrier: str) -> CallControl | None:
@@ -42,18 +47,55 @@ def credentials_from_env(carrier: str) -> CallControl | None:
     return CallControl(carrier, creds) if present.get(carrier) else None
 
 
-async def run_carrier(bot_factory: BotFactory, carrier: str, *, host: str = "0.0.0.0", port: int = 8080,
-                      public_url: str | None = None, limits: CallLimits | None = None) -> None:
-    control = credentials_from_env(carrier)
+async def serve_sip(bot_or_manager: CallManager | BotFactory, host: str = "0.0.0.0", port: int = 5060, *,
+                    advertised_host: str | None = None, limits: CallLimits | None = None,
+                    max_sessions: int | None = None, reuse_port: bool = False) -> SipServer:
+    """A started SIP server; ``await server.close()`` stops it."""
+    server = SipServer(as_manager(bot_or_manager, max_sessions), host=host, port=port,
+                       advertised_host=advertised_host, limits=limits, reuse_port=reuse_port)
+    await server.start()
+    return server
+
+
+async def serve_carriers(bot_or_manager: CallManager | BotFactory, carriers: Iterable[str], host: str = "0.0.0.0",
+                         port: int = 8080, *, public_url: str | None = None, limits: CallLimits | None = None,
+                         max_sessions: int | None = None, reuse_port: bool = False) -> CarrierServer:
+    """A started carrier media server (credentials from the environment); ``await server.close()`` stops it."""
+    carriers = list(carriers)
+    controls = {carrier: control for carrier in carriers if (control := credentials_from_env(carrier))}
     server = CarrierServer(
-        bot_factory, carriers=[carrier], host=host, port=port, public_url=public_url, limits=limits,
-        twilio_auth_token=os.environ.get("TWILIO_AUTH_TOKEN") if carrier == "twilio" else None,
-        call_control={carrier: control} if control else None,
+        as_manager(bot_or_manager, max_sessions), carriers=carriers, host=host, port=port, public_url=public_url,
+        limits=limits, twilio_auth_token=os.environ.get("TWILIO_AUTH_TOKEN") if "twilio" in carriers else None,
+        call_control=controls, reuse_port=reuse_port,
     )
     await server.start()
-    logger.info("point the %s webhook at %s and the stream at %s", carrier, public_url or f"http://{host}:{port}",
-                server.stream_url(carrier))
+    for carrier in carriers:
+        logger.info("point the %s webhook at %s and the stream at %s", carrier,
+                    public_url or f"http://{host}:{server.port}", server.stream_url(carrier))
+    return server
+
+
+async def run_sip(bot_or_manager: CallManager | BotFactory, *, host: str = "0.0.0.0", port: int = 5060,
+                  advertised_host: str | None = None, limits: CallLimits | None = None,
+                  max_sessions: int | None = None) -> None:
+    """Serve SIP until cancelled."""
+    server = await serve_sip(bot_or_manager, host, port, advertised_host=advertised_host, limits=limits,
+                             max_sessions=max_sessions)
     try:
         await asyncio.Event().wait()
     finally:
-        await server.stop()
+        await server.close()
+        await server.manager.close()
+
+
+async def run_carrier(bot_or_manager: CallManager | BotFactory, carrier: str, *, host: str = "0.0.0.0",
+                      port: int = 8080, public_url: str | None = None, limits: CallLimits | None = None,
+                      max_sessions: int | None = None) -> None:
+    """Serve one carrier's media streams until cancelled."""
+    server = await serve_carriers(bot_or_manager, [carrier], host, port, public_url=public_url, limits=limits,
+                                  max_sessions=max_sessions)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.close()
+        await server.manager.close()

@@ -9,32 +9,41 @@ Routes (``{carrier}`` ∈ twilio, telnyx, vonage, plivo, exotel):
   media route (Twilio requests are checked against ``X-Twilio-Signature``
   when an auth token is configured).
 
+Every call is started through the process's :class:`agent.calls.CallManager`
+(``[CarrierInput, CallGuard?]`` + ``CarrierOutput`` around the bot), so
+admission, drain, session hooks (MQTT bus, Prometheus) and results are the
+same as for every transport. A refused call is turned away as
+:mod:`transports.telephony.busy` describes: the carrier says "all our agents
+are busy" and hangs up, or the socket closes with 1013 and the reason.
+
 A malformed message (bad JSON, missing field, oversized or invalid base64)
 closes *that* socket with a WebSocket close code and reason plus a log line;
 every other call carries on.
 
 Usage::
 
-    server = CarrierServer(lambda call: [MyBot()], carriers=["twilio"], port=8080,
+    server = CarrierServer(manager, carriers=["twilio"], port=8080,
                            public_url="https://bot.example.com", twilio_auth_token=TOKEN)
-    await server.start()
+    await server.start()              # its own port, or:
+    server.mount(worker_app)          # share another aiohttp app's port
+
+``CarrierServer(my_bot, ...)`` (a bot factory instead of a manager) builds a
+private manager, for scripts and tests.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import WSMsgType, web
 
+from agent.calls import RETRY_AFTER_S, BotFactory, CallInfo, CallManager, CallRejected, new_session_id
 from agent.frames import EventFrame
-from agent.pipeline import NodeSpec
 from agent.session import Session, SessionResult
-from transports.telephony import webhooks
+from transports.telephony import busy, webhooks
 from transports.telephony.carrier_api import CallControl
-from transports.telephony.control import CallInfo
 from transports.telephony.guard import CallLimits
 from transports.telephony.media import CarrierInput, CarrierOutput
 from transports.telephony.serializers import SERIALIZERS, CarrierSerializer, ProtocolError
@@ -50,16 +59,18 @@ from transports.telephony.serializers.base import (
 
 logger = logging.getLogger(__name__)
 
-BotFactory = Callable[[CallInfo], NodeSpec | Awaitable[NodeSpec]]
+__all__ = ["BotFactory", "CarrierCall", "CarrierServer"]
+
 _DIGITS = set("0123456789*#ABCD")
 
 
 class CarrierCall:
     """One carrier WebSocket: parses its messages, runs the bot's session."""
 
-    def __init__(self, server: CarrierServer, ws: web.WebSocketResponse, serializer: CarrierSerializer) -> None:
+    def __init__(self, server: CarrierServer, ws: web.WebSocketResponse, serializer: CarrierSerializer,
+                 remote: str = "") -> None:
         self.server, self.ws, self.serializer = server, ws, serializer
-        self.info = CallInfo(call_id="", transport=serializer.name)
+        self.info = CallInfo(session_id="", transport=serializer.name, remote_address=remote)
         self.caller_digit_ids: set[int] = set()
         self.session: Session | None = None
         self.result: SessionResult | None = None
@@ -71,6 +82,7 @@ class CarrierCall:
         # even while the bot's output is applying backpressure.
         self._inbound: asyncio.Queue[tuple[str, bytes | str]] = asyncio.Queue(maxsize=500)
         self._dropped = 0
+        self._closer: asyncio.Task[None] | None = None
 
     async def send(self, message: str | bytes) -> None:
         if self.ws.closed:
@@ -98,7 +110,7 @@ class CarrierCall:
             await self.session.push(EventFrame(kind=kind, data={"call_id": self.info.call_id, **data}))
 
     async def run(self) -> None:
-        session_task: asyncio.Task[SessionResult] | None = None
+        session_task: asyncio.Task[SessionResult | None] | None = None
         try:
             async for message in self.ws:
                 if message.type == WSMsgType.TEXT or message.type == WSMsgType.BINARY:
@@ -110,9 +122,11 @@ class CarrierCall:
                     continue
                 for event in events:
                     if isinstance(event, StreamStart):
-                        if session_task is not None:
+                        if session_task is not None or self.close_reason:
                             raise ProtocolError("second start message", CLOSE_POLICY_VIOLATION)
                         session_task = await self._start(event)
+                        if session_task is None:
+                            break  # refused: _start closed the socket
                     elif isinstance(event, MediaIn) and self.input is not None:
                         self._enqueue("audio", event.pcm)
                     elif isinstance(event, MarkAck) and self.output is not None:
@@ -140,7 +154,8 @@ class CarrierCall:
             if session_task is not None:
                 if not session_task.done() and self.session is not None:
                     await self.session.cancel(self.close_reason or "caller_hangup")
-                self.result = (await asyncio.gather(session_task, return_exceptions=True))[0]  # type: ignore[assignment]
+                result = (await asyncio.gather(session_task, return_exceptions=True))[0]
+                self.result = result if isinstance(result, SessionResult) else None
             if not self.ws.closed:
                 await self.ws.close()
 
@@ -161,25 +176,46 @@ class CarrierCall:
             else:
                 await self.input.digit(item)  # type: ignore[arg-type]
 
-    async def _start(self, start: StreamStart) -> asyncio.Task[SessionResult]:
-        self.info = CallInfo(call_id=start.call_id, transport=self.serializer.name, from_number=start.from_number,
-                             to_number=start.to_number, codec=start.encoding, parameters=start.parameters)
-        nodes = self.server.bot_factory(self.info)
-        if inspect.isawaitable(nodes):
-            nodes = await nodes
+    async def _start(self, start: StreamStart) -> asyncio.Task[SessionResult | None] | None:
+        """Start the call through the manager; None when it was refused (socket closed)."""
+        server = self.server
+        self.info = CallInfo(
+            session_id=new_session_id(), transport=self.serializer.name,
+            input_sample_rate=server.graph_sample_rate, output_sample_rate=self.serializer.sample_rate,
+            caller=start.from_number, callee=start.to_number, call_id=start.call_id or start.stream_id,
+            remote_address=self.info.remote_address, codec=start.encoding, metadata=dict(start.parameters),
+        )
         self.input = CarrierInput(self)
-        self.output = CarrierOutput(self, lead_s=self.server.lead_s)
-        bot = nodes if isinstance(nodes, list) else [nodes]
-        graph = [self.input, *self.server.limits.guard(), *bot, self.output]
-        self.session = Session(graph, session_id=(start.call_id or start.stream_id)[:40],
-                               input_sample_rate=self.server.graph_sample_rate,
-                               output_sample_rate=self.serializer.sample_rate,
-                               max_duration_s=self.server.limits.hard_limit_s)
-        task = asyncio.get_running_loop().create_task(self.session.run())
-        feeder = asyncio.get_running_loop().create_task(self._feed())
-        task.add_done_callback(lambda _: feeder.cancel())
-        task.add_done_callback(lambda _: asyncio.ensure_future(self._session_done()))
-        return task
+        self.output = CarrierOutput(self, lead_s=server.lead_s)
+        try:
+            self.session = await server.manager.start_call(
+                self.info, [self.input, *server.limits.guard()], self.output,
+                max_duration_s=server.limits.hard_limit_s)
+        except CallRejected as exc:
+            await self._refuse(exc.reason)
+            return None
+        loop = asyncio.get_running_loop()
+        feeder = loop.create_task(self._feed())
+
+        async def until_ended() -> SessionResult | None:
+            try:
+                return await server.manager.wait(self.info.session_id)
+            finally:
+                feeder.cancel()
+                if not self.close_reason:
+                    self._closer = loop.create_task(self._session_done())
+
+        return loop.create_task(until_ended())
+
+    async def _refuse(self, reason: str) -> None:
+        """Busy or draining: the carrier says so (with REST credentials), then the socket closes."""
+        self.close_reason = "refused"
+        logger.info("call %s (%s) refused: %s", self.info.call_id, self.serializer.name, reason)
+        control = self.server.call_control.get(self.serializer.name)
+        if control is not None:
+            request = busy.busy_redirect_request(control, self.info)
+            await control.send(request if request is not None else control.hangup_request(self.info))
+        await self.ws.close(code=busy.CLOSE_TRY_AGAIN_LATER, message=busy.close_reason(reason))
 
     async def _session_done(self) -> None:
         """The bot hung up (or failed): close the stream, and the call if we can."""
@@ -194,9 +230,11 @@ class CarrierCall:
 
 
 class CarrierServer:
+    """Carrier media streams and their incoming-call webhooks, for one or more carriers."""
+
     def __init__(
         self,
-        bot_factory: BotFactory,
+        manager: CallManager | BotFactory,
         *,
         carriers: Iterable[str] = tuple(SERIALIZERS),
         host: str = "127.0.0.1",
@@ -208,11 +246,12 @@ class CarrierServer:
         twilio_auth_token: str | None = None,
         call_control: dict[str, CallControl] | None = None,
         max_message_bytes: int = 256 * 1024,
+        reuse_port: bool = False,
     ) -> None:
         unknown = set(carriers) - set(SERIALIZERS)
         if unknown:
             raise ValueError(f"unknown carrier(s) {sorted(unknown)}; choose from {sorted(SERIALIZERS)}")
-        self.bot_factory = bot_factory
+        self.manager = manager if isinstance(manager, CallManager) else CallManager(manager)
         self.carriers = list(carriers)
         self.host, self.port = host, port
         self.public_url = public_url
@@ -222,22 +261,33 @@ class CarrierServer:
         self.twilio_auth_token = twilio_auth_token
         self.call_control = call_control or {}
         self.max_message_bytes = max_message_bytes
+        self.reuse_port = reuse_port
         self.calls: set[CarrierCall] = set()
         self.app = web.Application()
-        for carrier in self.carriers:
-            self.app.router.add_get(f"/{carrier}/media", self._media_handler(carrier))
-        self.app.router.add_post("/twilio/voice", self._twilio_voice)
-        self.app.router.add_post("/telnyx/texml", self._simple_webhook(webhooks.texml_connect_stream, "telnyx"))
-        self.app.router.add_route("*", "/plivo/answer", self._simple_webhook(webhooks.plivo_stream_xml, "plivo"))
-        self.app.router.add_get("/vonage/answer", self._simple_webhook(webhooks.vonage_ncco, "vonage", "application/json"))
-        self.app.router.add_get("/exotel/stream", self._simple_webhook(webhooks.exotel_stream_url, "exotel",
-                                                                       "application/json"))
+        self.mount(self.app)
         self._runner: web.AppRunner | None = None
+
+    def mount(self, app: web.Application) -> None:
+        """Add the media and webhook routes to ``app`` (e.g. a worker's, to share its port)."""
+        for carrier in self.carriers:
+            app.router.add_get(f"/{carrier}/media", self._media_handler(carrier))
+        if "twilio" in self.carriers:
+            app.router.add_post("/twilio/voice", self._twilio_voice)
+        if "telnyx" in self.carriers:
+            app.router.add_post("/telnyx/texml", self._simple_webhook(webhooks.texml_connect_stream, "telnyx"))
+        if "plivo" in self.carriers:
+            app.router.add_route("*", "/plivo/answer", self._simple_webhook(webhooks.plivo_stream_xml, "plivo"))
+        if "vonage" in self.carriers:
+            app.router.add_get("/vonage/answer",
+                               self._simple_webhook(webhooks.vonage_ncco, "vonage", "application/json"))
+        if "exotel" in self.carriers:
+            app.router.add_get("/exotel/stream",
+                               self._simple_webhook(webhooks.exotel_stream_url, "exotel", "application/json"))
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_port=self.reuse_port or None)
         await site.start()
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
@@ -250,6 +300,24 @@ class CarrierServer:
                 await call.ws.close(code=1001, message=b"server shutting down")
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
+
+    async def close(self) -> None:
+        """Same as :meth:`stop` (the serving plugin contract)."""
+        await self.stop()
+
+    def _refusal(self, carrier: str) -> str | None:
+        try:
+            self.manager.admit(carrier)
+        except CallRejected as exc:
+            return exc.reason
+        return None
+
+    def _busy_response(self, carrier: str, reason: str) -> web.Response:
+        logger.info("%s webhook: refusing the call (%s)", carrier, reason)
+        status, body, content_type = busy.busy_webhook_answer(carrier)
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+        return web.Response(status=status, text=body, content_type=content_type, headers=headers)
 
     def stream_url(self, carrier: str, request: web.Request | None = None) -> str:
         base = self.public_url or (f"http://{request.host}" if request is not None else f"http://{self.host}:{self.port}")
@@ -259,7 +327,7 @@ class CarrierServer:
         async def handler(request: web.Request) -> web.StreamResponse:
             ws = web.WebSocketResponse(max_msg_size=self.max_message_bytes, heartbeat=30.0)
             await ws.prepare(request)
-            call = CarrierCall(self, ws, SERIALIZERS[carrier]())
+            call = CarrierCall(self, ws, SERIALIZERS[carrier](), remote=request.remote or "")
             self.calls.add(call)
             try:
                 await call.run()
@@ -282,6 +350,9 @@ class CarrierServer:
                                                       request.headers.get("X-Twilio-Signature")):
                 logger.warning("twilio webhook from %s: bad or missing X-Twilio-Signature", request.remote)
                 return web.Response(status=403, text="invalid signature")
+        reason = self._refusal("twilio")
+        if reason:
+            return self._busy_response("twilio", reason)
         parameters = {k: params[k] for k in ("From", "To", "CallSid") if k in params}
         twiml = webhooks.twiml_connect_stream(self.stream_url("twilio", request), parameters)
         return web.Response(text=twiml, content_type="application/xml")
@@ -289,6 +360,9 @@ class CarrierServer:
     def _simple_webhook(self, build: Callable[[str], str], carrier: str,
                         content_type: str = "application/xml") -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
+            reason = self._refusal(carrier)
+            if reason:
+                return self._busy_response(carrier, reason)
             return web.Response(text=build(self.stream_url(carrier, request)), content_type=content_type)
 
         return handler
