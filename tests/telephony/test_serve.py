@@ -90,9 +90,12 @@ async def test_voxwire_serve_sip_answers_one_call_and_refuses_the_next_with_503(
         assert code == 0, f"the second call was not refused with 503 + Retry-After:\n{output}"
         code, output = await first
         assert code == 0, f"the first call did not complete:\n{output}"
+        async def counted() -> bool:  # the call's end is recorded once its session has torn down
+            return 'voxwire_calls_total{reason="caller_hangup"} 1.0' in (await _get(base + "/metrics"))[1]
+
+        await _until(counted, 5, "the ended call to be counted")
         _, metrics = await _get(base + "/metrics")
         assert 'voxwire_calls_refused_total{reason="busy"} 1.0' in metrics
-        assert 'voxwire_calls_total{reason="caller_hangup"} 1.0' in metrics
         assert (await _get(base + "/readyz"))[0] == 200, "the worker takes calls again"
     finally:
         proc.send_signal(signal.SIGTERM)
