@@ -1,7 +1,7 @@
 """The embedded demo bot: the phone line of a fictional clinic.
 
 A small rule-based IVR/FAQ hook (no API key needed) behind the local speech
-stack: Silero VAD, tiny.en Whisper, the turn-taker and piper. With
+stack: an echo canceller, Silero VAD, tiny.en Whisper, the turn-taker and piper. With
 ``VOXWIRE_LLM_BASE_URL`` set, a real OpenAI-compatible model answers instead.
 It is also what ``voxwire serve`` runs when no ``--agent`` is given.
 """
@@ -75,16 +75,54 @@ def clinic_hook() -> LLMHook:
     return OpenAICompatibleLLM.from_env() or ClinicDesk()
 
 
-def clinic_bot(info: CallInfo | None = None, *, turn_params: TurnParams | None = None) -> list[Node]:
-    """VAD → STT → turn-taking → LLM hook → piper, for one call."""
+def listening_nodes(*, turn_params: TurnParams | None = None, echo: bool = True) -> list[Node]:
+    """The caller-facing front of every local bot: echo canceller → VAD → STT → turn-taking.
+
+    The VAD's long hangover (600 ms) keeps a sentence with natural pauses in
+    one segment, so its transcript is whole; the turn itself ends much earlier,
+    from the transcript the STT starts at the VAD's first ~100 ms pause (see
+    ``agent.turns`` and ``bench/turns.py``). Partials run only while the bot
+    is heard, where a barge-in needs words; elsewhere they would only occupy
+    the model when a turn's transcript is due.
+    """
+    from agent.echo import EchoCanceller
     from agent.vad import VADNode, VADParams
     from stt import WhisperSTTNode
-    from tts.piper import PiperTTSNode
+
+    nodes: list[Node] = [EchoCanceller()] if echo else []
+    return nodes + [
+        VADNode(VADParams(hangover_ms=600.0, pause_ms=96.0)),
+        WhisperSTTNode(interims="bot_speaking"),
+        TurnTaker(turn_params),
+    ]
+
+
+def naive_listening_nodes() -> list[Node]:
+    """The plain loop voxwire is measured against: a 500 ms hangover, then a 30 s-window
+    transcript, then the answer (no hold, no speculation, no preemption, no echo handling)."""
+    from agent.vad import VADNode, VADParams
+    from stt import WhisperSTTNode
 
     return [
-        VADNode(VADParams(hangover_ms=200.0)),
-        WhisperSTTNode(),
-        TurnTaker(turn_params),
+        VADNode(VADParams(hangover_ms=500.0)),
+        WhisperSTTNode(speculative=False, short_window=False, interims="off"),
+        TurnTaker(TurnParams(adaptive=False, preemptive=False)),
+    ]
+
+
+def speaking_node() -> Node:
+    """Piper, starting on a one-word first clause ("Sure," "Okay,"): it is synthesized in
+    ~80 ms instead of ~250 ms for a whole first sentence, and the rest follows while it plays."""
+    from tts.piper import PiperTTSNode
+    from tts.text_aggregator import ClauseAggregator
+
+    return PiperTTSNode(aggregator=ClauseAggregator(first_clause_min_words=1))
+
+
+def clinic_bot(info: CallInfo | None = None, *, turn_params: TurnParams | None = None) -> list[Node]:
+    """Echo canceller → VAD → STT → turn-taking → LLM hook → piper, for one call."""
+    return [
+        *listening_nodes(turn_params=turn_params),
         LLMNode(clinic_hook(), system_prompt=SYSTEM_PROMPT, greeting=GREETING),
-        PiperTTSNode(),
+        speaking_node(),
     ]

@@ -4,7 +4,8 @@ A scripted caller (speech synthesized locally, sent as 8 kHz μ-law like a
 phone line, with a mid-sentence pause, a backchannel during an answer and a
 real barge-in) talks to ``agent.clinic``. The demo prints the live transcript,
 a per-turn latency table and the barge-ins, writes a stereo recording (caller
-left, bot right) and a PNG timeline, and with ``--json`` prints one JSON
+left, bot right) and a PNG timeline, the headline figures of the last
+turn-taking bench (``bench/turns.py``), and with ``--json`` prints one JSON
 object as its last line.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.audio import Resampler, resample, ulaw_decode, ulaw_encode
+from agent.audio import resample, ulaw_decode, ulaw_encode
 from agent.caller import ScriptedCaller, Step
 from agent.frames import ErrorFrame, EventFrame, Frame, PlayoutProgressFrame, TranscriptionFrame
 from agent.session import Session
@@ -39,11 +40,14 @@ SCRIPT: list[tuple[str, dict[str, Any]]] = [
     ("Great, thank you. Goodbye.", {}),
 ]
 PAUSE_S = 0.5  # the "|" in a line: a natural mid-sentence pause
+BENCH_JSON = "out/bench/turns.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--out", default="out/demo", help="folder for the recording and the timeline")
+    parser.add_argument("--bench", default=BENCH_JSON, metavar="PATH",
+                        help="the turn-taking bench's JSON (python -m bench.turns) whose headline figures to print")
     parser.add_argument("--caller-audio", metavar="PATH",
                         help="a WAV file, or a folder of WAVs played in name order, as the caller's turns")
 
@@ -233,6 +237,31 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"\nrecording: {report['recording']} (caller left, bot right)\ntimeline:  {report['timeline_png']}")
 
 
+def bench_headline(path: str) -> dict[str, Any] | None:
+    """The headline figures of the last ``bench/turns.py`` run, if there is one."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file).get("headline")
+    except (OSError, ValueError):
+        return None
+
+
+def print_bench(headline: dict[str, Any] | None, path: str) -> None:
+    if headline is None:
+        print(f"\nturn-taking bench: no results at {path} (run `python -m bench.turns`)")
+        return
+    h = headline
+    print(f"\nturn-taking bench ({path}, load average {h['load']}):")
+    print(f"  end of speech → first bot audio: p50 {h['eos_to_first_audio_p50_ms']} ms, "
+          f"p90 {h['eos_to_first_audio_p90_ms']} ms (naive loop p50 {h['naive_p50_ms']} ms, "
+          f"{h['speedup_p50']}× faster); premature cut-offs {h['cutoff_rate']:.1%}; STT WER {h['wer']:.3f}")
+    print(f"  barge-in: onset → bot silent p50 {h['barge_in_p50_ms']} ms; false interruptions: "
+          f"backchannels {h['false_interruptions_backchannel']}, noise {h['false_interruptions_noise']}; "
+          f"resumed exactly {h['resumed_exactly']}")
+    print(f"  echo (-10 dB, 80 ms): false interruptions {h['echo_false_interruptions']}, "
+          f"real barge-ins {h['echo_barge_in']} (p50 {h['echo_barge_in_p50_ms']} ms)")
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
 
@@ -245,6 +274,8 @@ def run(args: argparse.Namespace) -> int:
     report = analyse(outcome, args.out)
     report["call_s"] = round(time.monotonic() - began, 1)
     print_report(report)
+    report["bench"] = bench_headline(args.bench)
+    print_bench(report["bench"], args.bench)
     if args.json:
         print(json.dumps(report))
     return 0 if report["error"] is None else 1

@@ -78,6 +78,7 @@ class LLMNode(Node):
         self._heard: dict[int, str] = {}
         self._active_turn: int | None = None  # being generated
         self._playing_turn: int | None = None  # being heard
+        self._unplayed: set[int] = set()  # answered, but none of it reported played yet
         self.generated: dict[int, str] = {}  # turn id -> everything the hook said
 
     async def on_start(self) -> None:
@@ -87,7 +88,7 @@ class LLMNode(Node):
     async def process(self, frame: Frame, direction: int) -> None:
         if direction == DOWNSTREAM:
             if isinstance(frame, UserTurnFrame):
-                self._start_turn(UserInput(frame.text, frame.turn_id))
+                self._start_turn(UserInput(frame.text, frame.turn_id), replaces=frame.replaces)
                 return
             if isinstance(frame, DTMFFrame):
                 self._start_turn(UserInput(f"[keypad {frame.digit}]", self._next_dtmf_turn(), dtmf=frame.digit))
@@ -102,6 +103,7 @@ class LLMNode(Node):
         else:
             if isinstance(frame, PlayoutProgressFrame):
                 self._heard[frame.turn_id] = frame.text_heard
+                self._unplayed.discard(frame.turn_id)
             elif isinstance(frame, BotStartedSpeakingFrame):
                 self._playing_turn = frame.turn_id
             elif isinstance(frame, BotStoppedSpeakingFrame):
@@ -123,13 +125,15 @@ class LLMNode(Node):
             self.conversation.tools = list(data["tools"])
         logger.info("llm %s: configuration updated (%s)", self.name, ", ".join(sorted(data)))
 
-    def _start_turn(self, user: UserInput) -> None:
+    def _start_turn(self, user: UserInput, replaces: int = 0) -> None:
         last = self.conversation.messages[-1] if self.conversation.messages else None
-        if last is not None and last.role == "user" and last.turn_id == user.turn_id:
+        if last is not None and last.role == "user" and last.turn_id in (user.turn_id, replaces or None):
             last.content = user.text  # the caller went on: the reopened turn replaces itself
+            last.turn_id = user.turn_id
         else:
             self.conversation.add_user(user.text, user.turn_id)
         self._active_turn = user.turn_id
+        self._unplayed.add(user.turn_id)
         self.spawn(self._answer(user))
 
     def _cut_active_turn(self) -> None:
@@ -142,6 +146,11 @@ class LLMNode(Node):
         self._active_turn = None
         if turn is not None and turn != self._playing_turn:
             self.conversation.truncate_to_heard(turn, self._heard.get(turn, ""))
+        # Answers generated in full but still queued (or held back while the
+        # turn-taker waited): the interrupt drops their audio unheard.
+        for unplayed in self._unplayed - {self._playing_turn}:
+            self.conversation.truncate_to_heard(unplayed, self._heard.get(unplayed, ""))
+        self._unplayed.clear()
 
     async def _answer(self, user: UserInput) -> None:
         turn_id = user.turn_id

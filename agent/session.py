@@ -5,7 +5,10 @@ code inject frames (a greeting, an operator's "say this", an interrupt), shows
 observers every frame that leaves either end of the graph, and tears the
 graph down when the call ends. A node that raises ends *its* session with an
 error frame and a log line naming the node; other sessions in the process
-never notice.
+never notice. A node that *hangs* is caught by the optional stall watchdog
+(``stall_timeout_s``): when no frame has left the graph for that long the
+session ends with reason ``stalled``, naming the node it is stuck in, and its
+tasks are cancelled like at any other end.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ from agent.node import DOWNSTREAM, UPSTREAM, Node
 from agent.pipeline import NodeSpec, Pipeline
 
 logger = logging.getLogger(__name__)
+
+#: Longest wait for the nodes to stop; a node stuck in ``on_stop`` is left behind, logged.
+TEARDOWN_TIMEOUT_S = 10.0
+#: Teardowns that overran, still running (kept referenced until they finish).
+ABANDONED: set[asyncio.Future[None]] = set()
 
 Observer = Callable[[Frame, int], None]
 
@@ -91,8 +99,11 @@ class Session:
         input_sample_rate: int = 16000,
         output_sample_rate: int = 16000,
         max_duration_s: float | None = None,
+        stall_timeout_s: float | None = None,
     ) -> None:
         self.session_id = session_id or uuid.uuid4().hex[:12]
+        self.stall_timeout_s = stall_timeout_s
+        self._last_frame_at = 0.0
         self.input_sample_rate = input_sample_rate
         self.output_sample_rate = output_sample_rate
         self.max_duration_s = max_duration_s
@@ -116,6 +127,7 @@ class Session:
         return lambda: self._observers.remove(observer)
 
     def _observe(self, frame: Frame, direction: int) -> None:
+        self._last_frame_at = time.monotonic()
         for observer in tuple(self._observers):
             try:
                 observer(frame, direction)
@@ -172,6 +184,7 @@ class Session:
             watchdog = asyncio.get_running_loop().call_later(
                 self.max_duration_s, self._finish, "max_duration"
             )
+        stall_watch = None
         try:
             await self._root.receive(
                 StartFrame(
@@ -181,6 +194,8 @@ class Session:
                 )
             )
             self.started.set()
+            if self.stall_timeout_s:  # from here: model loading in on_start is not a stall
+                stall_watch = asyncio.get_running_loop().create_task(self._watch_stall())
             reason, error = await self._done
         except asyncio.CancelledError:
             reason, error = "cancelled", None
@@ -189,6 +204,8 @@ class Session:
         finally:
             if watchdog is not None:
                 watchdog.cancel()
+            if stall_watch is not None:
+                stall_watch.cancel()
         await self._teardown()
         self.result = SessionResult(
             session_id=self.session_id,
@@ -204,7 +221,53 @@ class Session:
         return self.result
 
     async def _teardown(self) -> None:
+        stopping = asyncio.ensure_future(self._root.stop())
         try:
-            await asyncio.shield(self._root.stop())
+            await asyncio.wait_for(asyncio.shield(stopping), TEARDOWN_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            logger.error("session %s: nodes did not stop within %.0f s; left behind", self.session_id,
+                         TEARDOWN_TIMEOUT_S)
+            ABANDONED.add(stopping)  # a pending task nobody references would be garbage-collected mid-await
+            stopping.add_done_callback(ABANDONED.discard)
         except Exception:
             logger.exception("session %s: teardown failed", self.session_id)
+
+    # ------------------------------------------------------------- watchdog
+
+    async def _watch_stall(self) -> None:
+        """End the call when no frame has left the graph for ``stall_timeout_s``.
+
+        A live call always has traffic at its edges (caller audio reaches the
+        output end every 20 ms), so silence means something upstream is stuck:
+        usually a node awaiting forever inside ``process``, which holds up its
+        producer. Checking the edges costs one clock read per frame, not one
+        per node hop.
+        """
+        timeout = self.stall_timeout_s
+        assert timeout
+        self._last_frame_at = time.monotonic()
+        while True:
+            await asyncio.sleep(min(timeout / 4, 1.0))
+            idle = time.monotonic() - self._last_frame_at
+            if idle >= timeout:
+                where = self._stuck_in()
+                logger.error("session %s: no frame left the graph for %.1f s%s; ending the call",
+                             self.session_id, idle, f" (stuck in {where})" if where else "")
+                self._finish("stalled", f"no frames for {idle:.1f} s" + (f"; stuck in {where}" if where else ""))
+                return
+
+    def _stuck_in(self) -> str | None:
+        """The node of this session whose ``process`` some task is parked in, for the log line."""
+        ours = {id(node) for node in self._root.nodes()}
+        stuck = None
+        for task in asyncio.all_tasks():
+            awaiting = task.get_coro()
+            while awaiting is not None:  # Task.get_stack() shows one frame only: walk the await chain
+                frame = getattr(awaiting, "cr_frame", None)
+                owner = frame.f_locals.get("self") if frame is not None else None
+                if frame is not None and frame.f_code.co_name == "process" and id(owner) in ours:
+                    stuck = f"{owner.name}.process"  # the innermost one wins
+                awaiting = getattr(awaiting, "cr_await", None)
+            if stuck:
+                return stuck
+        return None

@@ -6,33 +6,40 @@ still starts a little before it (pre-roll). On ``UserStoppedSpeakingFrame`` it
 transcribes the utterance in a shared worker thread and emits a final
 ``TranscriptionFrame``; while the caller talks it emits partials, but only when
 no transcription is running anywhere in the process, so partials never delay
-somebody's final.
+somebody's final. A VAD pause inside a segment starts a speculative
+transcript, which becomes the final if the caller does not go on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+import math
 import os
 import time
+from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from agent.audio import Resampler, to_mono
 from agent.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
     EndFrame,
     Frame,
     InputAudioFrame,
     MetricsFrame,
     TranscriptionFrame,
+    UserPausedFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
 from agent.metrics import STT_FINAL
 from agent.node import Node
 from agent.workers import run_blocking
+from stt.clip import Transcript, transcribe_clip
 from stt.models import load_model, resolve_model
 
 if TYPE_CHECKING:
@@ -85,6 +92,16 @@ class WhisperSTTNode(Node):
     ``model`` is None (the bundled tiny.en), a model directory, or a
     faster-whisper name already in the local cache; a missing model raises
     ``WhisperModelNotFound`` here, at construction, naming what to install.
+
+    Latency: with ``speculative`` on, a VAD pause (``UserPausedFrame``) starts
+    the transcript of the segment so far at once, emitted as a speculative
+    partial; if the VAD then stops without the caller going on, that result
+    *is* the final (no second run), and if the caller goes on it is dropped.
+    ``short_window`` encodes each utterance in a window just longer than itself
+    instead of Whisper's 30 s (see :func:`transcribe_clip`). ``interims``
+    chooses when partials run: ``"always"``, ``"bot_speaking"`` (only while
+    the bot is heard, where a barge-in needs words early; partials then never
+    occupy the model when a caller's turn is about to end) or ``"off"``.
     """
 
     def __init__(
@@ -98,27 +115,39 @@ class WhisperSTTNode(Node):
         pre_roll_ms: float = 250.0,
         post_roll_ms: float = 150.0,
         interim_every_s: float | None = 0.7,
+        interims: str = "always",
+        speculative: bool = True,
+        short_window: bool = True,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
+        if interims not in ("always", "bot_speaking", "off"):
+            raise ValueError("interims must be 'always', 'bot_speaking' or 'off'")
         self.model_path = resolve_model(model)
         self.language = language
         self.compute_type = compute_type
         self.beam_size = beam_size
         self.prompt = prompt
+        self.interims = interims
+        self.speculative = speculative
+        self.short_window = short_window and beam_size == 1
         self._pre_roll = int(RATE * pre_roll_ms / 1000)
         self._post_roll = int(RATE * post_roll_ms / 1000)
-        self._interim_every = int(RATE * interim_every_s) if interim_every_s else 0
+        self._interim_every = int(RATE * interim_every_s) if interim_every_s and interims != "off" else 0
         self.model: WhisperModel | None = None
         self._resampler: Resampler | None = None
         self._audio = _AudioTail()
         self._first_pts: float | None = None
         self._utterance_start: int | None = None  # sample index while the user speaks
+        self._paused = False  # the VAD announced a pause in the current segment
+        self._bot_speaking = False
         self._turn_id = 0
         self._interim_at = 0  # sample index up to which the last partial ran
         self._interim_task: asyncio.Task[None] | None = None
+        self._speculation: _Speculation | None = None
         self._finals = asyncio.Lock()
         self._pending_finals: set[asyncio.Task[None]] = set()
+        self.speculations = {"started": 0, "used": 0, "dropped": 0}
 
     async def on_start(self) -> None:
         self.model = await run_blocking(
@@ -139,13 +168,34 @@ class WhisperSTTNode(Node):
             start = self._index(frame.pts) - self._pre_roll
             self._utterance_start = max(start, self._audio.start)
             self._interim_at = self._audio.end
+            self._paused = False
+            self._drop_speculation()
+        elif isinstance(frame, UserPausedFrame) and self._utterance_start is not None:
+            self._paused = frame.paused
+            self._drop_speculation()
+            if frame.paused and self.speculative:
+                end = self._end_index(frame.pts)
+                audio = self._audio.slice(self._utterance_start, end)
+                self.speculations["started"] += 1
+                spec = _Speculation(frame.turn_id or self._turn_id, self._index(frame.pts))
+                spec.task = self.spawn(self._speculate(spec, audio), interruptible=False)
+                self._speculation = spec
         elif isinstance(frame, UserStoppedSpeakingFrame) and self._utterance_start is not None:
-            end = min(self._index(frame.pts) + self._post_roll, self._audio.end)
-            audio = self._audio.slice(self._utterance_start, end)
+            end = self._end_index(frame.pts)
+            spec, self._speculation = self._speculation, None
+            if spec is not None and spec.speech_end != self._index(frame.pts):
+                self._drop(spec)
+                spec = None
+            audio = self._audio.slice(self._utterance_start, end) if spec is None else None
             self._utterance_start = None
-            task = self.spawn(self._final(audio, frame.turn_id or self._turn_id), interruptible=False)
+            self._paused = False
+            task = self.spawn(self._final(audio, frame.turn_id or self._turn_id, spec), interruptible=False)
             self._pending_finals.add(task)
             task.add_done_callback(self._pending_finals.discard)
+        elif isinstance(frame, BotStartedSpeakingFrame):
+            self._bot_speaking = True
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self._bot_speaking = False
 
     # ------------------------------------------------------------------ audio
 
@@ -167,34 +217,75 @@ class WhisperSTTNode(Node):
         """Sample index of a media time, on the clock the VAD also counts by."""
         return round((pts - (self._first_pts or 0.0)) * RATE)
 
+    def _end_index(self, pts: float) -> int:
+        """Where an utterance ending at ``pts`` is cut: a little after, as far as heard."""
+        return min(self._index(pts) + self._post_roll, self._audio.end)
+
     # -------------------------------------------------------- transcription
 
-    async def _run(self, audio: np.ndarray) -> tuple[str, str | None]:
+    async def _run(self, audio: np.ndarray) -> Transcript:
         global _jobs_running
         assert self.model is not None, "WhisperSTTNode used before StartFrame"
+        if not len(audio):
+            return Transcript("", self.language)
         _jobs_running += 1
         try:
-            return await run_blocking(
+            if self.short_window:
+                return await run_blocking(
+                    transcribe_clip, self.model, audio, language=self.language, prompt=self.prompt, pool=STT_POOL
+                )
+            text, language = await run_blocking(
                 transcribe, self.model, audio,
                 language=self.language, beam_size=self.beam_size, prompt=self.prompt,
                 pool=STT_POOL,
             )
+            return Transcript(text, language)
         finally:
             _jobs_running -= 1
 
-    async def _final(self, audio: np.ndarray, turn_id: int) -> None:
+    async def _speculate(self, spec: _Speculation, audio: np.ndarray) -> Transcript:
+        started = time.monotonic()
+        result = await self._run(audio)
+        spec.compute_ms = (time.monotonic() - started) * 1000.0
+        if self._speculation is spec:  # the caller has not gone on meanwhile
+            await self.emit(_transcription(result, spec.turn_id, final=False, speculative=True))
+        return result
+
+    def _drop_speculation(self) -> None:
+        if self._speculation is not None:
+            self._drop(self._speculation)
+            self._speculation = None
+
+    def _drop(self, spec: _Speculation) -> None:
+        self.speculations["dropped"] += 1
+        if spec.task is not None and not spec.task.done():
+            spec.task.cancel()  # only stops a job still queued; a running one finishes unseen
+
+    async def _final(self, audio: np.ndarray | None, turn_id: int, spec: _Speculation | None) -> None:
         async with self._finals:  # finals leave in the order the turns ended
             started = time.monotonic()
-            text, language = await self._run(audio) if len(audio) else ("", self.language)
+            result: Transcript | None = None
+            if spec is not None and spec.task is not None:
+                await asyncio.wait({spec.task})
+                if not spec.task.cancelled() and spec.task.result() is not None:
+                    result = spec.task.result()
+                    self.speculations["used"] += 1
+                    started -= spec.compute_ms / 1000.0
+            if result is None:
+                if audio is None:
+                    audio = np.zeros(0, dtype=np.int16)
+                result = await self._run(audio)
             elapsed_ms = (time.monotonic() - started) * 1000.0
-            logger.debug("final for turn %d: %d chars, %.0f ms", turn_id, len(text), elapsed_ms)
+            logger.debug("final for turn %d: %d chars, %.0f ms", turn_id, len(result.text), elapsed_ms)
             await self.emit(MetricsFrame(name=STT_FINAL, turn_id=turn_id))
             await self.emit(MetricsFrame(name="stt_compute_ms", turn_id=turn_id, value=elapsed_ms))
-            await self.emit(TranscriptionFrame(text=text, final=True, language=language, turn_id=turn_id))
+            await self.emit(_transcription(result, turn_id, final=True))
 
     def _maybe_interim(self) -> None:
         if (
             not self._interim_every
+            or self._paused
+            or (self.interims == "bot_speaking" and not self._bot_speaking)
             or self._audio.end - self._interim_at < self._interim_every
             or (self._interim_task is not None and not self._interim_task.done())
             or stt_busy()
@@ -207,10 +298,29 @@ class WhisperSTTNode(Node):
         self._interim_task = self.spawn(self._interim(audio, self._turn_id), interruptible=False)
 
     async def _interim(self, audio: np.ndarray, turn_id: int) -> None:
-        text, language = await self._run(audio)
+        result = await self._run(audio)
         # A partial that finished after its turn ended would be stale news.
-        if text and self._utterance_start is not None and turn_id == self._turn_id:
-            await self.emit(TranscriptionFrame(text=text, final=False, language=language, turn_id=turn_id))
+        if result.text and self._utterance_start is not None and turn_id == self._turn_id:
+            await self.emit(_transcription(result, turn_id, final=False))
+
+
+@dataclass(slots=True)
+class _Speculation:
+    """A transcript started at a pause, which becomes the final if nothing follows."""
+
+    turn_id: int
+    speech_end: int  # sample index of the end of speech it was cut after
+    task: asyncio.Task[Transcript] | None = None
+    compute_ms: float = 0.0
+
+
+def _transcription(result: Transcript, turn_id: int, *, final: bool, speculative: bool = False) -> TranscriptionFrame:
+    scored = result.avg_logprob != 0.0 or result.no_speech_prob != 0.0
+    return TranscriptionFrame(
+        text=result.text, final=final, language=result.language, turn_id=turn_id, speculative=speculative,
+        confidence=math.exp(result.avg_logprob) if scored else None,
+        no_speech_prob=result.no_speech_prob if scored else None,
+    )
 
 
 class _AudioTail:

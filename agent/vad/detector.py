@@ -40,19 +40,25 @@ class VADParams:
     """Silence needed after speech before a stop is declared."""
     use_gate: bool = True
     """Skip Silero on windows webrtcvad is certain hold no speech."""
+    pause_ms: float | None = None
+    """Silence after which a *pause* is announced inside a segment, long before
+    the hangover ends it (then a *resume* if speech comes back first): the cue
+    for speculative transcription. None: no pause events."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.stop_threshold <= self.start_threshold < 1.0:
             raise ValueError("need 0 < stop_threshold <= start_threshold < 1")
         if self.min_speech_ms < 0 or self.hangover_ms < 0:
             raise ValueError("min_speech_ms and hangover_ms must be >= 0")
+        if self.pause_ms is not None and not 0 < self.pause_ms < self.hangover_ms:
+            raise ValueError("pause_ms must be between 0 and hangover_ms")
 
 
 @dataclass(frozen=True, slots=True)
 class VADEvent:
     """``sample`` is the estimated true onset/offset, in samples since stream start."""
 
-    kind: Literal["start", "stop"]
+    kind: Literal["start", "stop", "pause", "resume"]
     sample: int
 
 
@@ -68,6 +74,11 @@ class SpeechDetector:
         window_ms = 1000.0 * self.window / sample_rate
         self._start_windows = max(1, round(self.params.min_speech_ms / window_ms))
         self._stop_windows = max(1, round(self.params.hangover_ms / window_ms))
+        self._pause_windows = (
+            None if self.params.pause_ms is None else min(self._stop_windows - 1, max(1, round(self.params.pause_ms / window_ms)))
+        )
+        self.paused = False  # inside a segment, after a pause event and before resume/stop
+        self._resume_run = 0
         self._pending = np.zeros(0, dtype=np.int16)
         self._position = 0  # samples consumed into windows so far
         self.speaking = False
@@ -126,14 +137,27 @@ class SpeechDetector:
             self._run = 0
             if self.probability >= p.start_threshold:
                 self._last_speech_end = self._position
+                if self.paused:
+                    self._resume_run += 1
+                    if self._resume_run >= self._start_windows:
+                        self.paused, self._resume_run = False, 0
+                        return VADEvent("resume", start)
             return None
+        self._resume_run = 0
         self._run += 1
-        return self._stop() if self._run >= self._stop_windows else None
+        if self._run >= self._stop_windows:
+            return self._stop()
+        if self._run == self._pause_windows and not self.paused:
+            self.paused = True
+            return VADEvent("pause", self._speech_end())
+        return None
+
+    def _speech_end(self) -> int:
+        return max(self._last_speech_end - _TAIL_WINDOWS * self.window, self._speech_start)
 
     def _stop(self) -> VADEvent:
-        self.speaking, self._run = False, 0
-        end = max(self._last_speech_end - _TAIL_WINDOWS * self.window, self._speech_start)
-        return VADEvent("stop", end)
+        self.speaking, self._run, self.paused, self._resume_run = False, 0, False, 0
+        return VADEvent("stop", self._speech_end())
 
     def _probability(self, window: np.ndarray) -> float:
         gate_open = (

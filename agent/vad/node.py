@@ -2,7 +2,10 @@
 
 Audio passes through untouched; the node adds ``UserStartedSpeakingFrame`` and
 ``UserStoppedSpeakingFrame`` after the audio frame that completed the decision,
-dated with the media time (``pts``) of the estimated true onset/offset.
+dated with the media time (``pts``) of the estimated true onset/offset. With
+``VADParams.pause_ms`` it also announces short pauses inside a segment (and
+the caller going on) as ``UserPausedFrame``, long before the hangover ends the
+segment: the cue for speculative transcription.
 
 Media time is counted in samples from the first frame's ``pts``, the same clock
 the STT node uses, so a timestamp from here indexes the STT's buffer exactly
@@ -25,6 +28,7 @@ from agent.frames import (
     Frame,
     InputAudioFrame,
     MetricsFrame,
+    UserPausedFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
@@ -105,6 +109,8 @@ class VADNode(Node):
             self._turn_id += 1
             await self.emit(MetricsFrame(name=USER_SPEECH_START, turn_id=self._turn_id, t=at))
             await self.emit(UserStartedSpeakingFrame(pts=pts, turn_id=self._turn_id))
+        elif event.kind in ("pause", "resume"):
+            await self.emit(UserPausedFrame(pts=pts, turn_id=self._turn_id, paused=event.kind == "pause"))
         else:
             await self.emit(MetricsFrame(name=USER_SPEECH_END, turn_id=self._turn_id, t=at))
             await self.emit(UserStoppedSpeakingFrame(pts=pts, turn_id=self._turn_id))

@@ -118,8 +118,8 @@ def parse_command(payload: bytes) -> Command:
         raise CommandError(f"command is {len(payload)} bytes; the limit is {MAX_COMMAND_BYTES}")
     try:
         body = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CommandError(f"command is not valid UTF-8 JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError, int too long, nesting
+        raise CommandError(f"command is not valid UTF-8 JSON: {str(exc)[:120]}") from None
     if not isinstance(body, dict):
         raise CommandError(f"command must be a JSON object, got {type(body).__name__}")
     name = body.get("command")

@@ -28,6 +28,9 @@ from transports.rtp.packet import ts_delta
 
 # Gains for the 1st, 2nd, 3rd consecutive concealed frame; then silence.
 _CONCEAL_GAINS = (0.9, 0.6, 0.3)
+#: Chunks held at most (5 s of 20 ms packets, far beyond ``max_delay_ms``): a
+#: peer sending scattered timestamps cannot grow memory, or the per-tick sort.
+MAX_CHUNKS = 256
 
 
 @dataclass(slots=True)
@@ -38,6 +41,7 @@ class JitterStats:
     concealed_frames: int = 0
     skipped_frames: int = 0
     resyncs: int = 0
+    overflow: int = 0  # chunks dropped because MAX_CHUNKS were held
     jitter_ms: float = 0.0
     target_ms: float = 0.0
 
@@ -89,6 +93,9 @@ class JitterBuffer:
             self.stats.duplicates += 1
             return
         self._chunks[ext] = samples
+        if len(self._chunks) > MAX_CHUNKS:
+            del self._chunks[max(self._chunks)]  # the farthest ahead is the least likely to play
+            self.stats.overflow += 1
 
     def _extend(self, timestamp: int) -> int:
         if self._ref_raw is None:

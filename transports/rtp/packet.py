@@ -66,13 +66,16 @@ def parse(data: bytes) -> RtpPacket:
             raise RtpError("truncated RTP header extension")
         (words,) = struct.unpack_from("!H", data, offset + 2)
         offset += 4 + 4 * words
+    if offset > end:
+        raise RtpError(f"RTP header longer than the datagram ({offset} header bytes with CSRCs and "
+                       f"extension, {end} received)")
     if first & 0x20:  # padding: last byte says how many bytes to drop
         padding = data[-1]
         if padding == 0:
             raise RtpError("RTP padding length of zero")
+        if padding > end - offset:
+            raise RtpError(f"RTP padding of {padding} bytes exceeds the {end - offset}-byte payload")
         end -= padding
-    if offset > end:
-        raise RtpError("RTP header longer than the datagram")
     return RtpPacket(
         payload_type=second & 0x7F,
         sequence=sequence,

@@ -5,16 +5,25 @@ telephone-event. An answer mirrors every m-line of the offer (refused ones
 get port 0, as RFC 3264 §6 requires) and picks the first offered codec we
 support, so the caller's preference wins. Hold is read from the direction
 attribute or the old ``c=0.0.0.0`` convention.
+
+Whatever the text, :func:`parse` and :func:`negotiate` raise only
+:class:`SdpError`: a port or payload type out of range, or a media address
+that is not an IP literal (sending to a host name would block the event loop
+on DNS), is refused here rather than failing later inside the media path.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 
 STATIC_CODECS = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
 SUPPORTED = ("PCMU", "PCMA")
 DEFAULT_DTMF_PT = 101
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+MAX_MEDIA_LINES = 16
+_UINT = re.compile(r"[0-9]{1,9}")  # ASCII only: int() also takes "٣" and "1_0"
 _MIRROR = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
 
 
@@ -63,6 +72,11 @@ class Negotiated:
         return self.direction != "sendrecv"
 
 
+def _uint(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if _UINT.fullmatch(text) else None
+
+
 def parse(text: str) -> Session:
     session = Session()
     current: Media | None = None
@@ -80,6 +94,8 @@ def parse(text: str) -> Session:
             else:
                 current.connection = address
         elif kind == "m":
+            if len(session.media) >= MAX_MEDIA_LINES:
+                raise SdpError(f"more than {MAX_MEDIA_LINES} m= lines")
             current = _parse_m_line(value)
             session.media.append(current)
         elif kind == "a":
@@ -98,13 +114,20 @@ def _connection_address(value: str) -> str:
 
 def _parse_m_line(value: str) -> Media:
     parts = value.split()
-    if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+    port = _uint(parts[1].split("/")[0]) if len(parts) >= 4 else None
+    if port is None:
         raise SdpError(f"malformed m= line {value[:60]!r}")
-    try:
-        formats = [int(f) for f in parts[3:]]
-    except ValueError:
-        formats = []  # non-RTP media (e.g. m=application ... webrtc-datachannel)
-    return Media(parts[0], int(parts[1].split("/")[0]), parts[2], formats)
+    if port > 65535:
+        raise SdpError(f"m= port {port} out of range")
+    formats: list[int] = []
+    if "RTP" in parts[2].upper():
+        for text in parts[3:]:
+            pt = _uint(text)
+            if pt is None or pt > 127:
+                raise SdpError(f"RTP payload type {text[:10]!r} is not 0-127")
+            formats.append(pt)
+    # other media (e.g. m=application ... webrtc-datachannel) have token formats: not ours
+    return Media(parts[0], port, parts[2], formats)
 
 
 def _apply_attribute(session: Session, media: Media | None, value: str) -> None:
@@ -118,15 +141,19 @@ def _apply_attribute(session: Session, media: Media | None, value: str) -> None:
         return
     elif name == "rtpmap":
         pt_text, _, encoding = rest.partition(" ")
-        pieces = encoding.split("/")
-        if pt_text.isdigit() and len(pieces) >= 2 and pieces[1].isdigit():
-            media.rtpmap[int(pt_text)] = (pieces[0], int(pieces[1]))
+        pieces = encoding.strip().split("/")
+        pt, rate = _uint(pt_text), _uint(pieces[1]) if len(pieces) >= 2 else None
+        if pt is not None and rate is not None:
+            media.rtpmap[pt] = (pieces[0], rate)
     elif name == "fmtp":
         pt_text, _, params = rest.partition(" ")
-        if pt_text.isdigit():
-            media.fmtp[int(pt_text)] = params
-    elif name == "ptime" and rest.strip().isdigit():
-        media.ptime = int(rest.strip())
+        pt = _uint(pt_text)
+        if pt is not None:
+            media.fmtp[pt] = params
+    elif name == "ptime":
+        ptime = _uint(rest)
+        if ptime is not None and 10 <= ptime <= 200:  # else ignored: the default 20 ms holds
+            media.ptime = ptime
 
 
 def _find_dtmf(media: Media, clock_rate: int) -> int | None:
@@ -153,6 +180,10 @@ def negotiate(
                 host = media.connection or offer.connection
                 if host is None:
                     raise SdpError("no c= line for the audio stream")
+                try:
+                    ipaddress.ip_address(host)
+                except ValueError:
+                    raise SdpError(f"c= address {host[:40]!r} is not an IP address") from None
                 their = media.direction or offer.direction
                 if host in ("0.0.0.0", "::"):  # RFC 2543-style hold
                     their = "inactive" if their == "recvonly" else "sendonly"

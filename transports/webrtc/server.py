@@ -13,12 +13,14 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
 from aiortc import RTCSessionDescription
+from aiortc import sdp as aiortc_sdp
 
 from agent.calls import CallInfo, CallManager, CallRejected
 from agent.session import Session
@@ -116,9 +118,10 @@ class WebRTCServer:
 
     async def _offer(self, request: web.Request) -> web.Response:
         self._authorize(request)
-        refusal = self.manager.refusal()
-        if refusal:
-            return _error(503, f"not taking calls: {refusal}")
+        try:
+            self.manager.admit("webrtc")  # counted once, before an answer is spent on the offer
+        except CallRejected as exc:
+            return _error(503, f"not taking calls: {exc.reason}")
         offer = await _read_offer(request)
         call = PeerCall(
             self.manager,
@@ -182,13 +185,62 @@ async def _read_offer(request: web.Request) -> RTCSessionDescription:
                               max_size=MAX_OFFER_BYTES, actual_size=len(raw))
     try:
         body: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # bad JSON or UTF-8, an over-long number, deep nesting
         raise _http_error(web.HTTPBadRequest, "the body must be JSON: {\"sdp\": ..., \"type\": \"offer\"}") from None
     if not isinstance(body, dict) or body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
         raise _http_error(web.HTTPBadRequest, "expected {\"sdp\": string, \"type\": \"offer\"}")
-    if "m=audio" not in body["sdp"]:
-        raise _http_error(web.HTTPBadRequest, "the offer has no audio section")
+    problem = sdp_offer_problem(body["sdp"])
+    if problem:
+        raise _http_error(web.HTTPBadRequest, f"unusable SDP offer: {problem}")
     return RTCSessionDescription(sdp=body["sdp"], type="offer")
+
+
+_SDP_LINE = re.compile(r"[a-z]=[^\x00-\x08\x0a-\x1f\x7f]*")
+
+
+def sdp_offer_problem(sdp: str) -> str | None:
+    """Why ``sdp`` cannot be a browser's offer, or None; checked before aiortc sees it.
+
+    aiortc's own parser fails on garbage with asserts and index errors, and a
+    few structurally broken offers (a section without ``a=mid``, a BUNDLE group
+    naming a missing section, a data channel without ``a=sctp-port``) get past
+    it and fail later inside the peer connection. These checks turn all of
+    them into a reason the page can show.
+    """
+    lines = [line for line in sdp.replace("\r\n", "\n").split("\n") if line]
+    if not lines or lines[0] != "v=0":
+        return "it must start with v=0"
+    bad = next((line for line in lines if not _SDP_LINE.fullmatch(line)), None)
+    if bad is not None:
+        return f"malformed line {bad[:40]!r}"
+    if not any(line.startswith("m=audio ") for line in lines):
+        return "the offer has no audio section"
+    if len([line for line in lines if line.startswith("m=")]) > 16:
+        return "more than 16 media sections"
+    try:
+        parsed = aiortc_sdp.SessionDescription.parse(sdp)
+    except Exception as exc:  # asserts, ValueError, IndexError, KeyError...
+        return f"unparsable ({type(exc).__name__}: {exc})"[:200]
+    mids = [media.rtp.muxId for media in parsed.media]
+    if not all(mids):
+        return "every media section needs an a=mid"
+    if len(set(mids)) != len(mids):
+        return "two media sections share an a=mid"
+    for group in parsed.group:
+        if any(item not in mids for item in group.items):
+            return f"a=group:{group.semantic} names a media section that is not there"
+    for media, mid in zip(parsed.media, mids):
+        if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
+            return f"no ICE credentials (a=ice-ufrag, a=ice-pwd) for section {mid[:20]!r}"
+        if media.dtls is None or not media.dtls.fingerprints:
+            return f"no DTLS fingerprint (a=fingerprint) for section {mid[:20]!r}"
+        if media.kind not in ("audio", "video", "application"):
+            return f"unknown media kind {media.kind[:20]!r}"
+        if media.kind in ("audio", "video") and media.direction is None:
+            return f"section {mid[:20]!r} has no direction (a=sendrecv, a=sendonly, ...)"
+        if media.kind == "application" and media.sctp_port is None and not media.sctpmap:
+            return f"data channel section {mid[:20]!r} has no a=sctp-port"
+    return None
 
 
 def _http_error(cls: type[web.HTTPException], message: str, **kwargs: Any) -> web.HTTPException:

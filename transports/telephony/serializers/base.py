@@ -3,7 +3,8 @@
 A serializer is pure: it turns one WebSocket message into events and our
 audio/marks/clears into messages, and knows nothing about sockets or graphs.
 Anything malformed raises :class:`ProtocolError` carrying the WebSocket close
-code and reason the server should close *that* call's socket with.
+code and reason the server should close *that* call's socket with; no other
+exception type leaves ``parse`` (``tests/reliability`` fuzzes all five).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,12 +26,24 @@ CLOSE_TOO_BIG = 1009
 #: Base64 text allowed in one media message: 2 s of 16 kHz L16, far above any
 #: carrier's chunk, far below what would hurt the process.
 MAX_BASE64_CHARS = 90_000
+#: RFC 6455 §5.5: a close frame's payload is at most 125 bytes, 2 of them the code.
+MAX_REASON_BYTES = 120
+_UINT = re.compile(r"[0-9]{1,9}")
+
+
+def fit_reason(reason: str) -> str:
+    """``reason`` cut to fit a close frame, never inside a UTF-8 sequence."""
+    data = reason.encode("utf-8", "replace")
+    if len(data) <= MAX_REASON_BYTES:
+        return reason
+    return data[: MAX_REASON_BYTES - 3].decode("utf-8", "ignore") + "..."
 
 
 class ProtocolError(ValueError):
     """A carrier message we cannot accept; closes that call's socket."""
 
     def __init__(self, reason: str, close_code: int = CLOSE_PROTOCOL_ERROR) -> None:
+        reason = fit_reason(reason)
         super().__init__(reason)
         self.reason = reason
         self.close_code = close_code
@@ -124,18 +138,52 @@ class CarrierSerializer:
 
     @staticmethod
     def field(message: dict[str, Any], *path: str, kind: type = str) -> Any:
-        """``message[path...]``, insisting it exists and has the right type."""
+        """``message[path...]``, insisting it exists and has the right type.
+
+        ``kind=int`` also takes a string of ASCII digits (carriers send rates
+        both ways), never a bool.
+        """
         value: Any = message
         for key in path:
             if not isinstance(value, dict) or key not in value:
-                raise ProtocolError(f"{message.get('event', 'message')} without {'.'.join(path)}",
-                                    CLOSE_POLICY_VIOLATION)
+                event = message.get("event", "message")
+                raise ProtocolError(f"{str(event)[:40]} without {'.'.join(path)}", CLOSE_POLICY_VIOLATION)
             value = value[key]
-        if kind is int and isinstance(value, str) and value.isdigit():
+        if kind is int and isinstance(value, str) and _UINT.fullmatch(value):
             value = int(value)
-        if not isinstance(value, kind):
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ProtocolError(f"{'.'.join(path)} should be {kind.__name__}", CLOSE_POLICY_VIOLATION)
         return value
+
+    @staticmethod
+    def section(message: dict[str, Any], key: str) -> dict[str, Any]:
+        """An optional object member: ``{}`` when absent, an error when not an object."""
+        value = message.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ProtocolError(f"{key} should be an object", CLOSE_POLICY_VIOLATION)
+        return value
+
+    @staticmethod
+    def strings(value: Any) -> dict[str, str]:
+        """Custom parameters as ``str → str`` (anything but an object gives none)."""
+        if not isinstance(value, dict):
+            return {}
+        return {str(k)[:200]: str(v)[:1000] for k, v in list(value.items())[:64]}
+
+    def check_format(self, media_format: dict[str, Any], rate_key: str, allowed: tuple[int, ...]) -> int:
+        """The stream's sample rate when the carrier states one; channels must be mono."""
+        rate = allowed[0]
+        if rate_key in media_format:
+            rate = self.field(media_format, rate_key, kind=int)
+            if rate not in allowed:
+                raise ProtocolError(f"unsupported sample rate {rate} (expected {' or '.join(map(str, allowed))})",
+                                    CLOSE_POLICY_VIOLATION)
+        channels = media_format.get("channels", 1)
+        if channels not in (1, "1"):
+            raise ProtocolError(f"unsupported channel count {str(channels)[:10]} (mono only)", CLOSE_POLICY_VIOLATION)
+        return rate
 
     @staticmethod
     def decode_base64(text: str) -> bytes:

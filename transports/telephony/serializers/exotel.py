@@ -34,12 +34,13 @@ class ExotelSerializer(CarrierSerializer):
             return []
         if event == "start":
             start = self.field(message, "start", kind=dict)
-            self.stream_id = str(message.get("stream_sid") or self.field(message, "start", "stream_sid"))
-            rate = self.field(message, "start", "media_format", "sample_rate", kind=int)
-            if rate not in (8000, 16000, 24000):
-                raise ProtocolError(f"unsupported sample rate {rate}", CLOSE_POLICY_VIOLATION)
+            sid_in = "stream_sid" if "stream_sid" in message else None
+            self.stream_id = self.field(message, "stream_sid") if sid_in else self.field(message, "start", "stream_sid")
+            self.field(message, "start", "media_format", "sample_rate", kind=int)  # required here
+            rate = self.check_format(self.field(message, "start", "media_format", kind=dict), "sample_rate",
+                                     (8000, 16000, 24000))
             self.sample_rate = rate
-            params = start.get("custom_parameters") or {}
+            params = self.strings(start.get("custom_parameters"))
             self.started = True
             return [StreamStart(
                 stream_id=self.stream_id,
@@ -48,7 +49,7 @@ class ExotelSerializer(CarrierSerializer):
                 encoding="l16",
                 from_number=str(start.get("from", "")),
                 to_number=str(start.get("to", "")),
-                parameters={str(k): str(v) for k, v in params.items()} if isinstance(params, dict) else {},
+                parameters=params,
             )]
         if event == "media":
             self.require_started()

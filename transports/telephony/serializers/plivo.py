@@ -42,6 +42,7 @@ class PlivoSerializer(CarrierSerializer):
             if encoding != "audio/x-mulaw":
                 raise ProtocolError(f"unsupported media encoding {encoding[:40]!r}; use "
                                     "contentType=audio/x-mulaw;rate=8000", CLOSE_POLICY_VIOLATION)
+            self.check_format(self.field(message, "start", "mediaFormat", kind=dict), "sampleRate", (8000,))
             extra = message.get("extra_headers")
             self.started = True
             return [StreamStart(

@@ -44,9 +44,10 @@ class TelnyxSerializer(CarrierSerializer):
             encoding = str(self.field(message, "start", "media_format", "encoding")).upper()
             if encoding not in _CODECS:
                 raise ProtocolError(f"unsupported media encoding {encoding[:40]!r}", CLOSE_POLICY_VIOLATION)
+            self.check_format(self.field(message, "start", "media_format", kind=dict), "sample_rate", (8000,))
             self._decode, self._encode = _CODECS[encoding]
             start = message["start"]
-            params = start.get("custom_parameters") or {}
+            params = self.strings(start.get("custom_parameters"))
             self.started = True
             return [StreamStart(
                 stream_id=self.stream_id,
@@ -55,11 +56,11 @@ class TelnyxSerializer(CarrierSerializer):
                 encoding="mulaw" if encoding == "PCMU" else "alaw",
                 from_number=str(start.get("from", "")),
                 to_number=str(start.get("to", "")),
-                parameters={str(k): str(v) for k, v in params.items()} if isinstance(params, dict) else {},
+                parameters=params,
             )]
         if event == "media":
             self.require_started()
-            if message.get("media", {}).get("track", "inbound") != "inbound":
+            if self.section(message, "media").get("track", "inbound") != "inbound":
                 return []
             return [MediaIn(self._decode(self.decode_base64(self.field(message, "media", "payload"))))]
         if event == "dtmf":

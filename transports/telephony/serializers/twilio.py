@@ -37,7 +37,8 @@ class TwilioSerializer(CarrierSerializer):
             encoding = self.field(message, "start", "mediaFormat", "encoding")
             if encoding != "audio/x-mulaw":
                 raise ProtocolError(f"unsupported media encoding {encoding[:40]!r}", CLOSE_POLICY_VIOLATION)
-            params = message["start"].get("customParameters") or {}
+            self.check_format(self.field(message, "start", "mediaFormat", kind=dict), "sampleRate", (8000,))
+            params = self.strings(message["start"].get("customParameters"))
             self.started = True
             return [StreamStart(
                 stream_id=self.stream_id,
@@ -46,11 +47,11 @@ class TwilioSerializer(CarrierSerializer):
                 encoding="mulaw",
                 from_number=str(params.get("From", params.get("from", ""))),
                 to_number=str(params.get("To", params.get("to", ""))),
-                parameters={str(k): str(v) for k, v in params.items()},
+                parameters=params,
             )]
         if event == "media":
             self.require_started()
-            if message.get("media", {}).get("track", "inbound") not in ("inbound", "inbound_track"):
+            if self.section(message, "media").get("track", "inbound") not in ("inbound", "inbound_track"):
                 return []
             return [MediaIn(ulaw_decode(self.decode_base64(self.field(message, "media", "payload"))))]
         if event == "dtmf":

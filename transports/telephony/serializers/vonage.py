@@ -46,7 +46,7 @@ class VonageSerializer(CarrierSerializer):
             if rate is None:
                 raise ProtocolError(f"unsupported content-type {content_type[:40]!r}", CLOSE_POLICY_VIOLATION)
             self.sample_rate = rate
-            headers = {str(k): str(v) for k, v in message.items() if k not in ("event", "content-type")}
+            headers = self.strings({k: v for k, v in message.items() if k not in ("event", "content-type")})
             self.stream_id = headers.get("uuid", headers.get("conversation_uuid", ""))
             self.started = True
             return [StreamStart(

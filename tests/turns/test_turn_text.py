@@ -1,0 +1,50 @@
+"""How the words so far set the end-of-turn hold, and what counts as a backchannel."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.turn_text import hold_for, is_backchannel
+from agent.turns import TurnParams
+
+P = TurnParams()
+
+
+@pytest.mark.parametrize(
+    ("text", "hold"),
+    [
+        ("What are your opening hours?", P.hold_question_ms),
+        ("Yes.", P.hold_complete_ms),
+        ("I need to cancel my appointment.", P.hold_complete_ms),
+        ("I'd like to book an appointment for.", P.hold_incomplete_ms),  # Whisper's full stop lies
+        ("Um.", P.hold_incomplete_ms),
+        ("My phone number is 555.", P.hold_incomplete_ms),
+        ("My phone number is 555-123.", P.hold_incomplete_ms),
+        ("Call me at 212, 555", P.hold_incomplete_ms),
+        ("My phone number is 555-123-4567", P.hold_complete_ms),
+        ("My date of birth is March 3, 1985.", P.hold_complete_ms),
+        ("The appointment is at 2:30.", P.hold_complete_ms),
+        ("I'll be there at quarter past 10.", P.hold_complete_ms),
+        ("My member number is 48213", P.hold_default_ms),
+        ("Can you tell me?", P.hold_default_ms),
+        ("I need a refill for it.", P.hold_default_ms),  # "it" is Whisper filling in a cut clause
+        ("Tuesday", P.hold_complete_ms),  # Whisper often drops the full stop of a one-word answer
+        ("the addresses", P.hold_default_ms),
+    ],
+)
+def test_hold_follows_how_the_words_end(text: str, hold: float) -> None:
+    assert hold_for(text, P) == hold
+
+
+def test_incomplete_waits_longest_and_questions_least() -> None:
+    assert P.hold_question_ms < P.hold_complete_ms < P.hold_default_ms < P.hold_incomplete_ms
+
+
+@pytest.mark.parametrize("text", ["Mm-hmm.", "Uh-huh", "Yeah.", "okay", "Mhm.", "M-H-N.", "right, right"])
+def test_backchannels(text: str) -> None:
+    assert is_backchannel(text)
+
+
+@pytest.mark.parametrize("text", ["Wait, stop.", "What about Saturday?", "in a month", "yeah but no", ""])
+def test_not_backchannels(text: str) -> None:
+    assert not is_backchannel(text)
