@@ -40,6 +40,7 @@ system-deps-demo:
 
 demo: system-deps-demo $(VENV)/.local-installed
 	$(VENV)/bin/voxwire demo
+	@echo "talk to the bot in a browser: $(VENV)/bin/voxwire serve --transport webrtc --port 8080, then open http://localhost:8080/"
 
 test: system-deps-test $(VENV)/.dev-installed
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
