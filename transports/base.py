@@ -17,7 +17,6 @@ import asyncio
 import time
 
 from agent import metrics
-from agent.audio import Resampler
 from agent.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
@@ -39,7 +38,7 @@ from agent.frames import (
     TTSStoppedFrame,
 )
 from agent.node import DOWNSTREAM, UPSTREAM, Node
-from transports.playout import Chunk, PlayoutBuffer
+from transports.playout import AudioIntake, Chunk, PlayoutBuffer
 
 
 class InputTransport(Node):
@@ -100,8 +99,7 @@ class OutputTransport(Node):
         self.pull_mode = pull
         self.playout: PlayoutBuffer | None = None
         self.speaking = False
-        self._resamplers: dict[int, Resampler] = {}
-        self._space = asyncio.Event()
+        self._intake = AudioIntake()
         self._drained = asyncio.Event()
         self._pacer: asyncio.Task[None] | None = None
         self._marked_turns: set[int] = set()
@@ -150,16 +148,7 @@ class OutputTransport(Node):
     async def _enqueue(self, frame: OutputAudioFrame) -> None:
         playout = self.playout
         assert playout is not None, "OutputTransport got audio before StartFrame"
-        pcm = frame.pcm
-        if frame.sample_rate != playout.sample_rate:
-            resampler = self._resamplers.get(frame.sample_rate)
-            if resampler is None:
-                resampler = self._resamplers[frame.sample_rate] = Resampler(frame.sample_rate, playout.sample_rate)
-            pcm = resampler.process_bytes(pcm)
-        while playout.full:
-            self._space.clear()
-            await self._space.wait()
-        playout.push(pcm, frame.text, frame.turn_id, frame.uninterruptible)
+        await self._intake.put(playout, frame)
         self._drained.clear()
         self._ensure_pacer()
 
@@ -170,7 +159,7 @@ class OutputTransport(Node):
         was_speaking = self.speaking
         playout.drop()
         playout.paused = False
-        self._space.set()
+        self._intake.space.set()
         if not playout.playing_uninterruptible and was_speaking:
             await self._stopped_speaking(interrupted=True)
             await self.emit(MetricsFrame(name=metrics.BARGE_IN_STOP, turn_id=frame.turn_id))
@@ -235,7 +224,7 @@ class OutputTransport(Node):
                 await self._stopped_speaking(interrupted=False)  # same grace as push mode
             return None
         self._last_audio_t = time.monotonic()
-        self._space.set()
+        self._intake.space.set()
         await self._played(chunk)
         return chunk.pcm
 

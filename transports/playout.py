@@ -9,8 +9,12 @@ words count as heard only once the chunk has been played.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from dataclasses import dataclass
+
+from agent.audio import Resampler
+from agent.frames import OutputAudioFrame
 
 
 @dataclass(slots=True)
@@ -105,3 +109,28 @@ class PlayoutBuffer:
     @property
     def playing_uninterruptible(self) -> bool:
         return bool(self._chunks) and self._chunks[0].uninterruptible
+
+
+class AudioIntake:
+    """The front door of a playout buffer, shared by every kind of output.
+
+    Bot audio is resampled to the buffer's rate (one streaming resampler per
+    source rate), and a full buffer makes the producer wait until a chunk has
+    been played: backpressure that keeps TTS only a little ahead of the caller.
+    """
+
+    def __init__(self) -> None:
+        self.space = asyncio.Event()
+        self._resamplers: dict[int, Resampler] = {}
+
+    async def put(self, playout: PlayoutBuffer, frame: OutputAudioFrame) -> None:
+        pcm = frame.pcm
+        if frame.sample_rate != playout.sample_rate:
+            resampler = self._resamplers.get(frame.sample_rate)
+            if resampler is None:
+                resampler = self._resamplers[frame.sample_rate] = Resampler(frame.sample_rate, playout.sample_rate)
+            pcm = resampler.process_bytes(pcm)
+        while playout.full:
+            self.space.clear()
+            await self.space.wait()
+        playout.push(pcm, frame.text, frame.turn_id, frame.uninterruptible)

@@ -45,7 +45,7 @@ from agent.frames import (
 )
 from agent.node import UPSTREAM, Node
 from transports.base import InputTransport
-from transports.playout import PlayoutBuffer, Progress
+from transports.playout import AudioIntake, PlayoutBuffer, Progress
 from transports.telephony.marks import Mark, MarkTracker
 
 if TYPE_CHECKING:
@@ -99,8 +99,7 @@ class CarrierOutput(Node):
         self.marks = MarkTracker()
         self.speaking = False
         self.heard = Progress()
-        self._resamplers: dict[int, Resampler] = {}
-        self._space = asyncio.Event()
+        self._intake = AudioIntake()
         self._quiet = asyncio.Event()
         self._quiet.set()
         self._sender: asyncio.Task[None] | None = None
@@ -135,16 +134,7 @@ class CarrierOutput(Node):
     async def _enqueue(self, frame: OutputAudioFrame) -> None:
         playout = self.playout
         assert playout is not None, "audio before StartFrame"
-        pcm = frame.pcm
-        if frame.sample_rate != playout.sample_rate:
-            resampler = self._resamplers.get(frame.sample_rate)
-            if resampler is None:
-                resampler = self._resamplers[frame.sample_rate] = Resampler(frame.sample_rate, playout.sample_rate)
-            pcm = resampler.process_bytes(pcm)
-        while playout.full:
-            self._space.clear()
-            await self._space.wait()
-        playout.push(pcm, frame.text, frame.turn_id, frame.uninterruptible)
+        await self._intake.put(playout, frame)
         self._quiet.clear()
         self._ensure_sender()
 
@@ -178,7 +168,7 @@ class CarrierOutput(Node):
             if chunk is None:  # paused
                 await asyncio.sleep(period)
                 continue
-            self._space.set()
+            self._intake.space.set()
             mark = self.marks.new(chunk.turn_id, period, chunk.text, chunk.uninterruptible)
             await self.call.send(self.serializer.media(chunk.pcm))
             mark_message = self.serializer.mark(mark.name)
@@ -258,7 +248,7 @@ class CarrierOutput(Node):
             return
         playout.drop()
         playout.paused = False
-        self._space.set()
+        self._intake.space.set()
         if self.marks.playing_uninterruptible:
             return  # the caller is hearing something that must finish
         had_audio = bool(len(self.marks)) or self.speaking
