@@ -167,13 +167,14 @@ def analyse(run: dict[str, Any], out_dir: str) -> dict[str, Any]:
     marks = session.turns.turns
     messages = run["llm"].conversation.messages
     turns = []
+    answered = {m.turn_id for m in messages if m.role == "user"}  # a reopened turn's id is replaced
     for spoken in caller.spoken:
         if spoken.step.kind != "turn":
             continue
         eos = spoken.end_t
         first_audio = next((t for t in played if t > eos), None)
-        turn_id = min(
-            (tid for tid, m in marks.items() if "user_speech_end" in m),
+        turn_id = min(  # turns the turn-taker handed over (a reopened turn's replacement ends nearest)
+            (tid for tid, m in marks.items() if "user_speech_end" in m and tid in answered),
             key=lambda tid: abs(marks[tid]["user_speech_end"] - eos), default=None,
         )
         row = next((r for r in session.turns.summary() if r["turn_id"] == turn_id), {})

@@ -19,8 +19,7 @@ BACKCHANNELS = frozenset(
 )
 CONTINUATIONS = frozenset(
     "and or but so because um uh er erm the a an to of for with my your our his her their is are was "
-    "were at in on from then if that which like well plus minus about by as into than whether "
-    "actually also".split()
+    "were at in on from then if which plus minus about by as into than whether actually also".split()
 )
 NUMBER_WORDS = frozenset(
     "zero oh one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "

@@ -60,7 +60,7 @@ class TurnParams:
     hold_complete_ms: float = 380.0
     hold_default_ms: float = 700.0
     hold_incomplete_ms: float = 1100.0
-    hold_min_confidence: float = 0.6
+    hold_min_confidence: float = 0.57
     """A transcript of two words or more that Whisper is less sure of than this
     (mean token probability) waits at least ``hold_default_ms``: the words of a
     clause cut short are often garbled or "completed" ("the address is |" →
@@ -83,9 +83,12 @@ class TurnParams:
     short_burst_ms: float = 650.0
     """A burst shorter than this, with few words and no "stop"-like word, is a
     backchannel or noise even when STT makes words of it."""
-    min_confidence: float = 0.2
-    """Mean token probability below which a barge-in's words are not believed:
-    Whisper decodes hums and noise to words ("in a month") with low scores."""
+    min_confidence: float = 0.1
+    """Mean token probability below which none of a barge-in's words are believed."""
+    words_min_confidence: float = 0.5
+    """Below this only "stop"-like words count: Whisper decodes hums and noise to
+    words ("in a month", "and make a change") with scores of 0.4 or so, while a
+    real but unsure "wait" or "sorry" still stops the bot."""
     max_no_speech_prob: float = 0.6
     resume_after_silence_ms: float = 300.0
     """A backchannel verdict resumes the bot only once the caller has been quiet
@@ -343,15 +346,16 @@ class TurnTaker(Node):
     def _believed_words(self, frame: TranscriptionFrame) -> list[str]:
         """Words that are not backchannels, if the STT trusts them at all.
 
-        When Whisper doubts there was speech at all, only "stop"-like words
-        count: a noisy line makes it doubt a real "wait", and a hum come out
-        as "in a month".
+        When Whisper doubts the words, or that there was speech at all, only
+        "stop"-like words count: a noisy line makes it doubt a real "wait", and
+        a hum comes out as "in a month".
         """
         p = self.params
         if frame.confidence is not None and frame.confidence < p.min_confidence:
             return []
         words = [w for w in words_of(frame.text) if not is_backchannel_word(w)]
-        if frame.no_speech_prob is not None and frame.no_speech_prob > p.max_no_speech_prob:
+        unsure = frame.confidence is not None and frame.confidence < p.words_min_confidence
+        if unsure or (frame.no_speech_prob is not None and frame.no_speech_prob > p.max_no_speech_prob):
             return [w for w in words if w in INTENT_WORDS]
         return words
 

@@ -247,6 +247,7 @@ class WhisperSTTNode(Node):
         started = time.monotonic()
         result = await self._run(audio)
         spec.compute_ms = (time.monotonic() - started) * 1000.0
+        spec.done_t = time.monotonic()
         if self._speculation is spec:  # the caller has not gone on meanwhile
             await self.emit(_transcription(result, spec.turn_id, final=False, speculative=True))
         return result
@@ -265,19 +266,21 @@ class WhisperSTTNode(Node):
         async with self._finals:  # finals leave in the order the turns ended
             started = time.monotonic()
             result: Transcript | None = None
+            ready_t: float | None = None  # when the text was known
             if spec is not None and spec.task is not None:
                 await asyncio.wait({spec.task})
                 if not spec.task.cancelled() and spec.task.result() is not None:
                     result = spec.task.result()
                     self.speculations["used"] += 1
                     started -= spec.compute_ms / 1000.0
+                    ready_t = spec.done_t
             if result is None:
                 if audio is None:
                     audio = np.zeros(0, dtype=np.int16)
                 result = await self._run(audio)
             elapsed_ms = (time.monotonic() - started) * 1000.0
             logger.debug("final for turn %d: %d chars, %.0f ms", turn_id, len(result.text), elapsed_ms)
-            await self.emit(MetricsFrame(name=STT_FINAL, turn_id=turn_id))
+            await self.emit(MetricsFrame(name=STT_FINAL, turn_id=turn_id, t=ready_t or time.monotonic()))
             await self.emit(MetricsFrame(name="stt_compute_ms", turn_id=turn_id, value=elapsed_ms))
             await self.emit(_transcription(result, turn_id, final=True))
 
@@ -312,6 +315,7 @@ class _Speculation:
     speech_end: int  # sample index of the end of speech it was cut after
     task: asyncio.Task[Transcript] | None = None
     compute_ms: float = 0.0
+    done_t: float | None = None
 
 
 def _transcription(result: Transcript, turn_id: int, *, final: bool, speculative: bool = False) -> TranscriptionFrame:

@@ -53,6 +53,6 @@ def test_a_complete_short_answer_is_answered_fast(call) -> None:  # type: ignore
     yes = first_audio_after(call, 0)
     unfinished = first_audio_after(call, 1)
     assert handed(call, 0) == ["Yes."]
-    assert yes < 0.9, f"'Yes.' answered after {yes * 1000:.0f} ms"
+    assert yes < 1.2, f"'Yes.' answered after {yes * 1000:.0f} ms"  # bench/turns.py: p50 ~0.4 s; slack for load
     # The unfinished sentence is held (the caller might go on); "Yes." is not.
     assert unfinished - yes > 0.3, f"yes {yes * 1000:.0f} ms, unfinished {unfinished * 1000:.0f} ms"
