@@ -30,6 +30,13 @@ NUMBER_WORDS = frozenset(
 INTENT_WORDS = frozenset(
     "stop wait no nope hold sorry excuse actually what hey hello cancel repeat pardon but halt".split()
 )
+#: Words a caller takes the floor with ("Sorry, | wait a moment"): a turn of
+#: these alone is a preamble, not a request, however Whisper punctuates it.
+_FLOOR_WORDS = frozenset(
+    "sorry wait hold hang on excuse me pardon actually hey listen well so um uh oh one a just moment "
+    "second sec minute".split()
+)
+_FLOOR_CUES = frozenset("sorry wait hold hang excuse pardon actually hey listen well".split())
 #: Endings that usually take a complement ("can you tell me | what time ...").
 _OPEN_ENDINGS = (("tell", "me"), ("show", "me"), ("ask", "you"), ("wondering",), ("wonder",))
 _PREPOSITIONS = frozenset("for to at with on in of from about by into".split())
@@ -76,6 +83,8 @@ def hold_for(text: str, holds: Holds) -> float:
         return holds.hold_default_ms
     last = words[-1]
     if stripped.endswith((",", "...", "…", "-", ":")) or last in CONTINUATIONS:
+        return holds.hold_incomplete_ms
+    if not stripped.endswith("?") and set(words) <= _FLOOR_WORDS and _FLOOR_CUES.intersection(words):
         return holds.hold_incomplete_ms
     if any(tuple(words[-len(e):]) == e for e in _OPEN_ENDINGS):
         return holds.hold_default_ms

@@ -1,7 +1,7 @@
 """End of turn on real speech and real models: wait through a pause, answer "Yes." fast.
 
 One real-time call (16 kHz, piper caller, instant LLM hook): "Yes."; a turn
-that stops after "I need a refill for" (the caller says no more); and a phone
+that stops after "Could you check whether my" (the caller says no more); and a phone
 number with a 500 ms pause after "My phone number is".
 """
 
@@ -22,7 +22,9 @@ PAUSED = "My phone number is | five five five, one two three, four five six seve
 def call(models):  # type: ignore[no-untyped-def]
     steps = [
         Step(text="Yes.", pcm=speak("Yes."), after_bot_s=0.4),
-        Step(text="I need a refill for", pcm=speak("I need a refill for,"), after_bot_s=0.4),
+        # tiny.en often completes a dangling "for"/"the" ("for it.", "with us."), which reads as a
+        # finished sentence; a dangling "whether my" it leaves unfinished.
+        Step(text="Could you check whether my", pcm=speak("Could you check whether my,"), after_bot_s=0.4),
         Step(text=PAUSED, pcm=speak(PAUSED, pauses_ms=[500]), after_bot_s=0.4),
     ]
     run = asyncio.run(run_call(steps, rate=RATE, config="voxwire", answer_for=lambda _: SHORT_ANSWER))

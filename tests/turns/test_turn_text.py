@@ -28,6 +28,11 @@ P = TurnParams()
         ("My member number is 48213", P.hold_default_ms),
         ("Can you tell me?", P.hold_default_ms),
         ("I need a refill for it.", P.hold_default_ms),  # "it" is Whisper filling in a cut clause
+        ("Sorry.", P.hold_incomplete_ms),  # the caller takes the floor: "Sorry, | wait a moment please."
+        ("Wait a second.", P.hold_incomplete_ms),
+        ("Excuse me.", P.hold_incomplete_ms),
+        ("Sorry?", P.hold_question_ms),  # "what did you say?"
+        ("Sorry, I need to go.", P.hold_complete_ms),
         ("Tuesday", P.hold_complete_ms),  # Whisper often drops the full stop of a one-word answer
         ("the addresses", P.hold_default_ms),
     ],
