@@ -29,6 +29,12 @@ DEFAULT_BOT = "agent.clinic:clinic_bot"
 BUSY_PROMPT = "All our agents are busy right now. Please call again in a few minutes."
 #: Seconds a refused caller should wait before retrying (SIP/HTTP ``Retry-After``).
 RETRY_AFTER_S = 5
+#: Calls one process takes at once unless told otherwise. A live SIP call with VAD costs
+#: 1/76 of a core (bench/telephony.py), so the CPU admission check refuses real calls
+#: well before this; the cap bounds what that check cannot see coming — a flood of
+#: INVITEs or streams that are cheap until their audio starts — far below the 400
+#: sessions one event loop keeps in real time (bench/overhead.py).
+DEFAULT_MAX_SESSIONS = 100
 
 
 @dataclass(slots=True)
@@ -88,9 +94,13 @@ def load_bot(spec: str | None) -> BotFactory:
 
 
 class CallManager:
-    """Owns the live calls of one process."""
+    """Owns the live calls of one process.
 
-    def __init__(self, bot: BotFactory, *, max_sessions: int | None = None) -> None:
+    ``max_sessions`` caps live calls (:data:`DEFAULT_MAX_SESSIONS` unless given;
+    None: no cap, only the admission checks).
+    """
+
+    def __init__(self, bot: BotFactory, *, max_sessions: int | None = DEFAULT_MAX_SESSIONS) -> None:
         self.bot = bot
         self.max_sessions = max_sessions
         self.sessions: dict[str, Session] = {}

@@ -14,11 +14,17 @@ These limits sit in front of that cost, keyed by source address:
   Requests`` with ``Retry-After`` when over the rate, ``503`` when a source
   already holds ``max_open`` connections.
 
-Where they plug in (see the reliability notes in the README): the WebRTC
-signaling app and the carrier media-stream app take the middleware before
-they start (``server.app.middlewares.append(aiohttp_middleware(...))``); the
-SIP user agent asks ``limiter.allow(addr[0])`` first thing for each datagram
-and drops (or answers ``503`` with ``Retry-After`` to an INVITE) when refused.
+* :class:`HttpLimits` / :func:`install_limits` — the defaults every HTTP
+  listener gets (the WebRTC signaling app, the carrier webhooks and media
+  sockets, the worker's shared app); :class:`SipLimits` — the SIP user
+  agent's, checked first thing for each datagram (the excess is dropped; an
+  INVITE gets ``503`` with ``Retry-After``).
+
+The defaults are per source address and generous: a carrier's media gateway
+or a SIP trunk brings many calls from one address, so they stop a flood, not
+a busy peer; ``voxwire serve --http-rate/--sip-rate ...`` tunes them (0 turns
+one off, e.g. behind a proxy that limits on its own, where every request
+comes from the proxy's address).
 """
 
 from __future__ import annotations
@@ -28,8 +34,12 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+if TYPE_CHECKING:  # aiohttp only where it is used: the command line imports the defaults below
+    from aiohttp import web
 
 Clock = Callable[[], float]
 
@@ -96,27 +106,35 @@ class ConcurrencyLimiter:
         return self._open.get(key, 0)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 
 
 def aiohttp_middleware(
     limiter: RateLimiter | None = None,
     *,
     concurrency: ConcurrencyLimiter | None = None,
+    max_body_bytes: int | None = None,
     key: Callable[[web.Request], Hashable] = lambda request: request.remote or "",
     exempt: Callable[[web.Request], bool] = lambda request: False,
 ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     """An aiohttp middleware applying ``limiter`` per request and ``concurrency`` per open request.
 
-    ``key`` picks the source (behind a trusted proxy, derive it from
-    ``X-Forwarded-For`` there, never from a header any client can set).
+    ``max_body_bytes`` refuses a declared ``Content-Length`` over it with 413
+    before any handler runs (bodies without one are held to the app's
+    ``client_max_size`` when read). ``key`` picks the source (behind a trusted
+    proxy, derive it from ``X-Forwarded-For`` there, never from a header any
+    client can set).
     """
+    from aiohttp import web
 
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exempt(request):
             return await handler(request)
         source = key(request)
+        if max_body_bytes is not None and (request.content_length or 0) > max_body_bytes:
+            return web.Response(status=413, content_type="application/json",
+                                text=json.dumps({"error": f"request bodies are limited to {max_body_bytes} bytes"}))
         if limiter is not None and not limiter.allow(source):
             wait = max(1, math.ceil(limiter.retry_after(source)))
             return web.Response(status=429, content_type="application/json", headers={"Retry-After": str(wait)},
@@ -132,3 +150,60 @@ def aiohttp_middleware(
             concurrency.release(source)
 
     return limit
+
+
+#: Paths never limited: probes and metrics scrapes come from the platform, not callers.
+OPERATIONAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """Per-source limits for an HTTP listener; a zero turns that limit off.
+
+    ``max_open`` counts open requests, and a WebSocket is one for as long as
+    it lives: it must stay above the calls one carrier address brings (a
+    worker's ``max_sessions``). ``max_body_bytes`` fits a WebRTC offer (64 KB)
+    and any webhook.
+    """
+
+    rate: float = 50.0  # requests per second per source, sustained
+    burst: int = 200  # requests a source may make at once
+    max_open: int = 200  # requests (WebSockets) open at once per source
+    max_body_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SipLimits:
+    """Per-source datagram rate for the SIP user agent (a trunk's calls share one address)."""
+
+    rate: float = 200.0  # datagrams per second per source address; 0: off
+    burst: int = 400
+
+    def limiter(self) -> RateLimiter | None:
+        return RateLimiter(self.rate, self.burst) if self.rate > 0 else None
+
+
+@cache
+def _installed_key() -> Any:
+    from aiohttp import web
+
+    return web.AppKey("voxwire_http_limits", HttpLimits)
+
+
+def install_limits(app: web.Application, limits: HttpLimits | None = None) -> HttpLimits:
+    """Put the limits middleware first in ``app`` (once; a second call keeps the first limits).
+
+    Must run before the app starts (aiohttp freezes its middlewares then).
+    """
+    key = _installed_key()
+    if key in app:
+        return app[key]  # type: ignore[no-any-return]
+    limits = limits or HttpLimits()
+    app[key] = limits
+    app.middlewares.insert(0, aiohttp_middleware(
+        RateLimiter(limits.rate, limits.burst) if limits.rate > 0 else None,
+        concurrency=ConcurrencyLimiter(limits.max_open) if limits.max_open > 0 else None,
+        max_body_bytes=limits.max_body_bytes if limits.max_body_bytes > 0 else None,
+        exempt=lambda request: request.path in OPERATIONAL_PATHS,
+    ))
+    return limits

@@ -17,17 +17,23 @@ dialog reach the worker that answered it as long as the peer keeps sending
 from one address and port (SIP phones, trunks and proxies do); a peer that
 changes its source port mid-dialog would reach another worker, which answers
 ``481 Call/Transaction Does Not Exist``. Without ``--agent`` the embedded demo
-bot (``agent.clinic:clinic_bot``) answers.
+bot (``agent.clinic:clinic_bot``) answers. Every listener has per-source abuse
+limits (``--http-*``, ``--sip-*``; :mod:`transports.ratelimit`), and a worker
+takes at most ``--max-sessions`` calls (100 by default).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import secrets
 import sys
 from typing import TYPE_CHECKING
 
+from agent.calls import DEFAULT_MAX_SESSIONS
 from agent.serving.transports import TRANSPORTS
+from transports.ratelimit import HttpLimits, SipLimits
 
 if TYPE_CHECKING:
     from agent.serving.worker import WorkerConfig
@@ -41,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--host", default="0.0.0.0", help="address for the HTTP endpoints (default 0.0.0.0)")
     group.add_argument("--port", type=int, default=8080, help="HTTP port shared by all workers (default 8080)")
     group.add_argument("--workers", type=int, default=1, help="worker processes, one per core (default 1)")
-    group.add_argument("--max-sessions", type=int, help="calls per worker before it answers busy")
+    group.add_argument("--max-sessions", type=int, default=DEFAULT_MAX_SESSIONS,
+                       help=f"calls per worker before it answers busy (default {DEFAULT_MAX_SESSIONS})")
     group.add_argument("--cpu-budget", type=float,
                        help="cores a worker may use before refusing calls (default: 85%% of its share; 0: off)")
     group.add_argument("--drain-deadline", type=float, default=300.0,
@@ -62,15 +69,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                  "outward address when --host is 0.0.0.0)")
     transports.add_argument("--public-url", metavar="URL",
                             help="https://... where carriers reach this service (webhook answers and stream URLs)")
+    transports.add_argument("--stream-start-timeout", type=float, default=10.0, metavar="S",
+                            help="seconds a carrier media socket has to send a valid start (default 10)")
+    http, sip = HttpLimits(), SipLimits()
+    limits = parser.add_argument_group("abuse limits, per source address (a rate, --http-max-open or "
+                                       "--http-max-body of 0 turns that limit off)")
+    limits.add_argument("--http-rate", type=float, default=http.rate, metavar="N",
+                        help=f"HTTP requests per second, sustained (default {http.rate:g})")
+    limits.add_argument("--http-burst", type=int, default=http.burst, metavar="N",
+                        help=f"HTTP requests at once before the rate applies (default {http.burst})")
+    limits.add_argument("--http-max-open", type=int, default=http.max_open, metavar="N",
+                        help=f"open HTTP requests and WebSockets (default {http.max_open}; keep it "
+                             "above the calls one carrier address brings)")
+    limits.add_argument("--http-max-body", type=int, default=http.max_body_bytes, metavar="BYTES",
+                        help=f"HTTP request body size (default {http.max_body_bytes})")
+    limits.add_argument("--sip-rate", type=float, default=sip.rate, metavar="N",
+                        help=f"SIP datagrams per second, sustained (default {sip.rate:g})")
+    limits.add_argument("--sip-burst", type=int, default=sip.burst, metavar="N",
+                        help=f"SIP datagrams at once before the rate applies (default {sip.burst})")
 
 
 def config_from(args: argparse.Namespace) -> WorkerConfig:
     from agent.serving.worker import (
         WorkerConfig,  # aiohttp, prometheus and psutil: only when serving
     )
+    from transports.telephony.stream_auth import SECRET_ENV
 
     if args.workers < 1:
         raise SystemExit("--workers must be at least 1")
+    if (args.http_rate > 0 and args.http_burst < 1) or (args.sip_rate > 0 and args.sip_burst < 1):
+        raise SystemExit("--http-burst and --sip-burst must be at least 1 while their rate is on")
     transports = list(dict.fromkeys(getattr(args, "transport", [])))
     if "mqtt" in transports and not args.mqtt:
         raise SystemExit("--transport mqtt needs the broker: --mqtt mqtt://host:port")
@@ -81,6 +109,12 @@ def config_from(args: argparse.Namespace) -> WorkerConfig:
         name=args.name, plugins=list(args.plugin), transports=transports,
         sip_port=getattr(args, "sip_port", 5060), sip_advertise=getattr(args, "sip_advertise", None),
         public_url=getattr(args, "public_url", None),
+        http_limits=HttpLimits(rate=args.http_rate, burst=args.http_burst, max_open=args.http_max_open,
+                               max_body_bytes=args.http_max_body),
+        sip_limits=SipLimits(rate=args.sip_rate, burst=args.sip_burst),
+        stream_start_timeout_s=args.stream_start_timeout,
+        # One secret for every worker, so a stream may reach another worker than its webhook did.
+        stream_secret=os.environ.get(SECRET_ENV) or secrets.token_urlsafe(32),
     )
 
 

@@ -31,12 +31,13 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.calls import CallManager, load_bot
+from agent.calls import DEFAULT_MAX_SESSIONS, CallManager, load_bot
 from agent.serving import prometheus
 from agent.serving.admission import CpuBudget
 from agent.serving.http import make_app
 from agent.serving.jobs import load_dialer
 from agent.serving.transports import TRANSPORT_PLUGINS
+from transports.ratelimit import HttpLimits, SipLimits, install_limits
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class WorkerConfig:
     host: str = "0.0.0.0"
     port: int = 8080
     workers: int = 1
-    max_sessions: int | None = None
+    max_sessions: int | None = DEFAULT_MAX_SESSIONS
     cpu_budget: float | None = None  # cores per worker; None: a fair share of the machine; 0: off
     drain_deadline_s: float = 300.0
     mqtt: str | None = None
@@ -62,6 +63,11 @@ class WorkerConfig:
     sip_port: int = 5060
     sip_advertise: str | None = None  # address in SIP Contact/SDP when --host is a wildcard
     public_url: str | None = None  # how carriers reach this service (webhook answers, stream URLs)
+    http_limits: HttpLimits = field(default_factory=HttpLimits)  # per source, on the worker's HTTP app
+    sip_limits: SipLimits = field(default_factory=SipLimits)  # per source, on the SIP socket
+    stream_start_timeout_s: float = 10.0  # a carrier media socket's time to send a valid start
+    #: Key of the carrier stream tokens, shared by the workers (None: VOXWIRE_STREAM_SECRET or random).
+    stream_secret: str | None = field(default=None, repr=False)
 
     def plugin_specs(self) -> list[str]:
         """The plugins to start: one per --transport (deduplicated), then --plugin ones."""
@@ -126,6 +132,7 @@ async def run_worker(config: WorkerConfig, index: int = 0, *, stop: asyncio.Even
             await dispatcher.start()
             closers.append(dispatcher.close)
     ctx.http_app = make_app(manager, worker=worker_id, dialer=dialer)
+    install_limits(ctx.http_app, config.http_limits)  # before plugins mount their routes on it
     for spec in config.plugin_specs():
         closers.append((await _load(spec)(manager, ctx)).close)
     runner = web.AppRunner(ctx.http_app, access_log=None)

@@ -48,10 +48,9 @@ async def sip_call(port: int, folder: Path) -> tuple[int, str]:
                           timeout=60, cwd=folder)
 
 
-async def twilio_call(port: int) -> TwilioTestClient:
+async def twilio_call(url: str) -> TwilioTestClient:
     """Twilio: listen through the greeting, press 0 (front desk), hear the hand-off, hang up."""
-    async with TwilioTestClient(f"ws://127.0.0.1:{port}/twilio/media", call_sid="CA00IVR",
-                                parameters={"From": "+15550142"}) as client:
+    async with TwilioTestClient(url, call_sid="CA00IVR", parameters={"From": "+15550142"}) as client:
         await client.silence(6.5)
         await client.dtmf("0")
         await client.silence(5.0)
@@ -84,7 +83,7 @@ def lines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         try:
             with LoopbackCapture() as capture:
                 (code, output), client = await asyncio.gather(sip_call(line.sip.port, folder),
-                                                              twilio_call(line.twilio.port))
+                                                              twilio_call(line.twilio.media_url("twilio", "CA00IVR")))
                 await asyncio.sleep(0.5)
         finally:
             watcher.cancel()

@@ -52,7 +52,7 @@ async def test_sip_and_twilio_calls_are_published_and_commanded_on_the_bus(tmp_p
             assert (started["direction"], started["caller"], started["callee"]) == ("inbound", "sipp", "bot")
             assert ended["reason"] == "caller_hangup" and 0.8 < ended["duration_s"] < 5
 
-            url = f"ws://{HOST}:{carriers.port}/twilio/media"
+            url = carriers.media_url("twilio")
             async with TwilioTestClient(url, call_sid="CA42", parameters={"From": "+15550100", "To": "+15550199"}) \
                     as caller:
                 await caller.silence(0.2)

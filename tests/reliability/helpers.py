@@ -14,6 +14,7 @@ import soxr
 from agent.session import Session
 from agent.workers import run_blocking
 from transports.local import RecordingOutput
+from transports.sip import message as sipmsg
 
 _speech: dict[tuple[str, int], np.ndarray] = {}
 
@@ -91,3 +92,46 @@ def _frames(task: asyncio.Task[Any]) -> list[Any]:
             frames.append(frame)
         awaiting = getattr(awaiting, "cr_await", None) or getattr(awaiting, "gi_yieldfrom", None)
     return frames
+
+
+class UdpPeer(asyncio.DatagramProtocol):
+    """A SIP peer on a real UDP socket (any 127.0.0.0/8 address): sends datagrams, keeps the replies."""
+
+    def __init__(self) -> None:
+        self.replies: list[sipmsg.SipMessage] = []
+        self._transport: asyncio.DatagramTransport | None = None
+
+    @classmethod
+    async def open(cls, host: str = "127.0.0.1") -> UdpPeer:
+        _, peer = await asyncio.get_running_loop().create_datagram_endpoint(cls, local_addr=(host, 0))
+        return peer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.replies.append(sipmsg.parse(data))
+
+    def send(self, data: bytes, port: int, host: str = "127.0.0.1") -> None:
+        assert self._transport is not None
+        self._transport.sendto(data, (host, port))
+
+    async def wait_for(self, count: int, timeout: float = 2.0) -> list[sipmsg.SipMessage]:
+        """The replies once there are ``count`` of them (or whatever came within ``timeout``)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self.replies) < count and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        return list(self.replies)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+def sip_request(method: str, call_id: str, *, uri: str = "sip:bot@127.0.0.1", version: str = "SIP/2.0",
+                body: bytes = b"") -> bytes:
+    """A minimal well-formed request (``version`` and ``uri`` may be made wrong on purpose)."""
+    head = (f"{method} {uri} {version}\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK-{call_id}\r\n"
+            f"From: <sip:caller@127.0.0.1>;tag=1\r\nTo: <sip:bot@127.0.0.1>\r\nCall-ID: {call_id}\r\n"
+            f"CSeq: 1 {method}\r\nMax-Forwards: 70\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body

@@ -27,6 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.reliability.conftest import fuzz_settings
+from tests.reliability.helpers import UdpPeer, sip_request
 from tests.reliability.contracts import (
     EXPECT,
     VALID_REQUESTS,
@@ -41,6 +42,7 @@ from transports.rtp.jitter import MAX_CHUNKS, JitterBuffer
 from transports.rtp.session import RtpSession
 from transports.sip import message as sipmsg
 from transports.sip import sdp
+from transports.sip.transport import SipServer
 
 # --------------------------------------------------------------------- corpus
 
@@ -115,6 +117,43 @@ def test_worst_case_datagrams_parse_in_linear_time(shape: bytes) -> None:
     started = time.perf_counter()
     sip_outcome(data)
     assert time.perf_counter() - started < 0.25
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_ua_answers_416_505_and_400_on_the_wire(tally: Counter[str]) -> None:
+    """Real datagrams to a real SIP server: each problem gets the status RFC 3261 gives it."""
+    cases = {  # Call-ID → (datagram, expected status, words in the reason phrase)
+        "unkscm.nasdfasser0q239nwsdfasdkl34": (load("valid-unknown-scheme.sip"), 416, "Unsupported URI Scheme"),
+        "novelsc.asdfasser0q239nwsdfasdkl34": (  # its own branch: the corpus reuses one
+            load("valid-novel-scheme.sip").replace(b"z9hG4bKkdjuw39234", b"z9hG4bKnovel1"), 416,
+            "Unsupported URI Scheme"),
+        "badvers@192.0.2.15": (load("invalid-sip-version-7.sip"), 505, "Version Not Supported"),
+        "v3-options": (sip_request("OPTIONS", "v3-options", version="SIP/3.0"), 505, "unsupported SIP version"),
+        "mailto-invite": (sip_request("INVITE", "mailto-invite", uri="mailto:bot@example.com"), 416, "Unsupported"),
+        "cseq-mismatch": (sip_request("OPTIONS", "cseq-mismatch").replace(b"CSeq: 1 OPTIONS", b"CSeq: 1 BYE"),
+                          400, "does not match"),
+        "tel-options": (sip_request("OPTIONS", "tel-options", uri="tel:+15550100"), 200, "OK"),
+    }
+    server = SipServer(lambda info: [], host="127.0.0.1", port=0)
+    await server.start()
+    peer = await UdpPeer.open()
+    try:
+        for data, _, _ in cases.values():
+            peer.send(data, server.port)
+        replies = await peer.wait_for(len(cases))
+        peer.send(load("valid-unknown-scheme.sip"), server.port)  # a retransmission: the same answer again
+        again = (await peer.wait_for(len(cases) + 1))[len(cases):]
+    finally:
+        peer.close()
+        await server.stop()
+    tally["sip datagrams on the wire"] += len(cases) + 1
+    got = {reply.call_id: reply for reply in replies}
+    assert set(got) == set(cases), f"unanswered: {set(cases) - set(got)}"
+    for call_id, (_, status, words) in cases.items():
+        assert got[call_id].status == status and words in (got[call_id].reason or ""), (call_id, str(got[call_id]))
+        if status == 416:
+            assert got[call_id].to_tag, "a final response to a request outside a dialog carries a To tag"
+    assert [r.status for r in again] == [416]
 
 
 # ------------------------------------------------------------- SIP, hypothesis

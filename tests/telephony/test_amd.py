@@ -36,7 +36,7 @@ async def _call(voices, caller_audio: np.ndarray, tail_s: float):  # type: ignor
     server = CarrierServer(factory, carriers=["twilio"], host="127.0.0.1", port=0)
     await server.start()
     try:
-        async with TwilioTestClient(f"ws://127.0.0.1:{server.port}/twilio/media") as client:
+        async with TwilioTestClient(server.media_url("twilio")) as client:
             start = time.monotonic()
             try:
                 await client.say(caller_audio)

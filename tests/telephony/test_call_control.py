@@ -96,7 +96,7 @@ async def test_transfer_frame_on_twilio_calls_the_rest_api_after_the_speech_is_h
                            carriers=["twilio"], host="127.0.0.1", port=0, call_control={"twilio": control})
     await server.start()
     try:
-        async with TwilioTestClient(f"ws://127.0.0.1:{server.port}/twilio/media") as caller:
+        async with TwilioTestClient(server.media_url("twilio")) as caller:
             await caller.silence(0.5)
             assert not sent, "transferred before the caller heard the hand-off message"
             await caller.silence(1.5)

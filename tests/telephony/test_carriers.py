@@ -20,9 +20,11 @@ import numpy as np
 import pytest
 
 from agent.audio import resample, ulaw_decode, ulaw_encode
+from agent.calls import CallInfo
 from agent.frames import BotStoppedSpeakingFrame
 from tests.telephony.bots import TalkerBot
 from tests.telephony.helpers import best_correlation, speech_8k, windowed_match
+from tests.telephony.webhook_client import ask, start_with
 from transports.telephony.server import CarrierServer
 from transports.telephony.serializers import SERIALIZERS, ProtocolError
 
@@ -115,11 +117,20 @@ WIRES = {
 }
 
 
-class CarrierClient:
-    """Plays the carrier: streams caller audio, plays back bot audio, acks marks."""
+#: The call id each wire's start message names (what the webhook is told, so the token binds to it).
+CALL_IDS = {"telnyx": "", "plivo": "c-1", "exotel": "CA1", "vonage": "call-uuid-1"}
 
-    def __init__(self, wire: Wire, url: str) -> None:
+
+class CarrierClient:
+    """Plays the carrier: streams caller audio, plays back bot audio, acks marks.
+
+    ``params`` are what our webhook answer told the carrier to pass on (the
+    stream token among them); they go into the first message, the carrier's way.
+    """
+
+    def __init__(self, wire: Wire, url: str, carrier: str = "", params: dict[str, str] | None = None) -> None:
         self.wire, self.url = wire, url
+        self.carrier, self.params = carrier, params or {}
         self.audio = bytearray()
         self.clears: list[float] = []
         self.marks_acked = 0
@@ -129,6 +140,8 @@ class CarrierClient:
         async with aiohttp.ClientSession() as http, http.ws_connect(self.url) as ws:
             tasks = [asyncio.create_task(self._receive(ws)), asyncio.create_task(self._playback(ws))]
             for message in self.wire.start():
+                if json.loads(message).get("event") in ("start", "websocket:connected"):
+                    message = start_with(self.carrier, message, self.params)
                 await ws.send_str(message)
             samples = np.concatenate([np.zeros(int(silence_before_s * self.wire.rate), dtype=np.int16), caller,
                                       np.zeros(self.wire.rate // 2, dtype=np.int16)])
@@ -181,10 +194,19 @@ async def test_carrier_call_audio_digits_marks_and_barge_in(carrier: str, speech
     bot_audio, caller = speech
     wire = WIRES[carrier]
     bots: list[TalkerBot] = []
-    server = CarrierServer(lambda info: bots.append(TalkerBot([(bot_audio, "Thanks for calling. ")])) or [bots[-1]],
-                           carriers=[carrier], host="127.0.0.1", port=0)
+    infos: list[CallInfo] = []
+
+    def bot(info: CallInfo) -> list[TalkerBot]:
+        infos.append(info)
+        bots.append(TalkerBot([(bot_audio, "Thanks for calling. ")]))
+        return [bots[-1]]
+
+    server = CarrierServer(bot, carriers=[carrier], host="127.0.0.1", port=0)
     await server.start()
-    client = CarrierClient(wire, f"ws://127.0.0.1:{server.port}/{carrier}/media")
+    # As the carrier does: ask our webhook, connect where it says, pass on what it says.
+    answer = await ask(f"http://127.0.0.1:{server.port}", carrier, call_id=CALL_IDS[carrier])
+    assert answer.status == 200 and answer.url.startswith(f"ws://127.0.0.1:{server.port}/{carrier}/media")
+    client = CarrierClient(wire, answer.url, carrier, answer.params)
     caller_at_rate = caller if wire.rate == 8000 else resample(caller.astype(np.float32) / 32768, 8000, wire.rate)
     if caller_at_rate.dtype != np.int16:
         caller_at_rate = np.clip(caller_at_rate * 32767, -32768, 32767).astype(np.int16)
@@ -205,6 +227,7 @@ async def test_carrier_call_audio_digits_marks_and_barge_in(carrier: str, speech
     head = bot_audio[4000:12000]
     assert best_correlation(head, np.asarray(got8k, dtype=np.float64))[0] > 0.95
     assert len(got8k) < len(bot_audio) - 8000
+    assert len(infos) == 1 and "voxwire_token" not in infos[0].metadata, "the token leaked into the metadata"
     # And the bot heard the caller.
     heard_audio = resample(np.concatenate(bot.heard).astype(np.float32) / 32768, 16000, 8000)
     assert windowed_match(caller, heard_audio) > 0.85
@@ -242,3 +265,23 @@ def test_outbound_messages_follow_each_carriers_format() -> None:
     assert vonage.media(pcm) == pcm and json.loads(vonage.clear()) == {"action": "clear"}
     exotel = SERIALIZERS["exotel"]()
     assert exotel.chunk_ms == 100 and base64.b64decode(json.loads(exotel.media(pcm))["media"]["payload"]) == pcm
+
+
+@pytest.mark.asyncio
+async def test_bot_audio_at_another_rate_reaches_the_carrier_to_its_last_millisecond() -> None:
+    """24 kHz bot audio (Voxtral's rate) on an 8 kHz carrier: the resampler's held-back tail is sent too."""
+    wire = WIRES["telnyx"]
+    tone = (8000 * np.sin(np.arange(21600) * 2 * np.pi * 300 / 24000)).astype(np.int16)  # 0.9 s, loud to the end
+    server = CarrierServer(lambda info: [TalkerBot([(tone, "Hello. ")], rate=24000)], carriers=["telnyx"],
+                           host="127.0.0.1", port=0)
+    await server.start()
+    answer = await ask(f"http://127.0.0.1:{server.port}", "telnyx", call_id=CALL_IDS["telnyx"])
+    client = CarrierClient(wire, answer.url, "telnyx", answer.params)
+    try:
+        await client.run(np.zeros(0, dtype=np.int16), silence_before_s=2.0)
+    finally:
+        await server.stop()
+    got = np.frombuffer(bytes(client.audio), dtype=np.int16)
+    loud = np.flatnonzero(np.abs(got) > 1000)
+    assert len(got) == 7200, f"{len(got) / 8:.1f} ms of audio for a 900 ms utterance"
+    assert loud[-1] >= len(got) - 8, f"the last {(len(got) - loud[-1]) / 8:.1f} ms were lost"

@@ -44,7 +44,7 @@ async def test_idle_caller_is_prompted_then_told_goodbye_then_hung_up(voices) ->
                            host="127.0.0.1", port=0, limits=limits)
     await server.start()
     try:
-        client, elapsed = await _silent_caller(f"ws://127.0.0.1:{server.port}/twilio/media", 12.0)
+        client, elapsed = await _silent_caller(server.media_url("twilio"), 12.0)
     finally:
         await server.stop()
     assert tts[0].spoken == [PROMPT, GOODBYE] and tts[0].ended == "idle"
@@ -65,7 +65,7 @@ async def test_max_call_duration_says_goodbye_even_while_the_caller_talks(voices
                            host="127.0.0.1", port=0, limits=limits)
     await server.start()
     try:
-        async with TwilioTestClient(f"ws://127.0.0.1:{server.port}/twilio/media") as client:
+        async with TwilioTestClient(server.media_url("twilio")) as client:
             talk = speech_8k("I keep talking and talking about my account and my order and more.")
             start = time.monotonic()
             try:

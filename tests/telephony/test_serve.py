@@ -30,6 +30,7 @@ from tests.mqtt.broker import free_port
 from tests.telephony import scenarios
 from tests.telephony.helpers import SIPP, free_udp_port, run_sipp
 from tests.telephony.twilio_client import TwilioTestClient
+from tests.telephony.webhook_client import ask
 from transports.sip.dialer import dial, route
 from transports.telephony.serve import serve_sip
 from transports.telephony.server import CarrierServer
@@ -112,10 +113,9 @@ async def test_a_busy_carrier_server_refuses_at_the_webhook_and_at_the_stream() 
     await server.start()
     base = f"http://{HOST}:{server.port}"
     try:
-        async with aiohttp.ClientSession() as http:
-            async with http.post(base + "/twilio/voice", data={"From": "+1555", "CallSid": "CA1"}) as answer:
-                assert "<Connect><Stream" in await answer.text(), "a free server connects the stream"
-        async with TwilioTestClient(f"ws://{HOST}:{server.port}/twilio/media", call_sid="CA1") as first:
+        answer = await ask(base, "twilio", call_id="CA1", From="+1555")
+        assert "<Connect><Stream" in answer.body, "a free server connects the stream"
+        async with TwilioTestClient(answer.url, call_sid="CA1", parameters=answer.params) as first:
             await first.silence(0.3)
             assert len(manager.sessions) == 1
             async with aiohttp.ClientSession() as http:
@@ -129,7 +129,7 @@ async def test_a_busy_carrier_server_refuses_at_the_webhook_and_at_the_stream() 
             assert ncco == [{"action": "talk", "text": BUSY_PROMPT}]
             assert (exotel_status, retry_after) == (503, "5")
             # The stream reaches this (full) worker anyway: closed with 1013 and the reason.
-            async with TwilioTestClient(f"ws://{HOST}:{server.port}/twilio/media", call_sid="CA3") as second:
+            async with TwilioTestClient(server.media_url("twilio", "CA3"), call_sid="CA3") as second:
                 for _ in range(50):
                     if second.got.close_code is not None:
                         break

@@ -22,6 +22,7 @@ from agent.frames import BotStoppedSpeakingFrame, PlayoutProgressFrame
 from tests.telephony.bots import TalkerBot
 from tests.telephony.helpers import best_correlation, speech_8k
 from tests.telephony.twilio_client import TwilioTestClient
+from tests.telephony.webhook_client import ask
 from transports.telephony.server import CarrierServer
 
 SENTENCES = ["Thanks for calling the clinic.", "Your appointment is on Tuesday at nine.",
@@ -55,7 +56,7 @@ async def test_marks_decide_when_the_bot_stopped_speaking(greeting_parts) -> Non
     bots: list[TalkerBot] = []
     server = await _server(bots, lambda info: TalkerBot(parts, hang_up_after_s=None))
     try:
-        async with TwilioTestClient(f"ws://127.0.0.1:{server.port}/twilio/media",
+        async with TwilioTestClient(server.media_url("twilio"),
                                     extra_ack_delay_s=1.0, parameters={"From": "+15550001"}) as client:
             await client.silence(len(parts[0][0]) / 8000 + 2.0)
             await client.stop()
@@ -86,7 +87,7 @@ async def test_barge_in_sends_clear_at_once_and_unplayed_words_are_not_heard(
     bots: list[TalkerBot] = []
     server = await _server(bots, lambda info: TalkerBot(greeting_parts))
     try:
-        async with TwilioTestClient(f"ws://127.0.0.1:{server.port}/twilio/media") as client:
+        async with TwilioTestClient(server.media_url("twilio")) as client:
             await client.silence(3.0)  # the bot is in its second sentence
             speech_start = time.monotonic()
             await client.say(caller_speech)
@@ -121,7 +122,7 @@ async def test_dtmf_and_caller_audio_reach_the_bot(caller_speech) -> None:  # ty
     bots: list[TalkerBot] = []
     server = await _server(bots, lambda info: TalkerBot([], loudness=1e9))
     try:
-        async with TwilioTestClient(f"ws://127.0.0.1:{server.port}/twilio/media",
+        async with TwilioTestClient(server.media_url("twilio"),
                                     parameters={"From": "+15550002", "account": "gold"}) as client:
             await client.say(caller_speech)
             for digit in "12#":
@@ -155,9 +156,9 @@ async def test_malformed_messages_close_only_that_call(
     caplog.set_level(logging.WARNING, logger="transports.telephony.server")
     bots: list[TalkerBot] = []
     server = await _server(bots, lambda info: TalkerBot(greeting_parts[:1], loudness=1e9))
-    url = f"ws://127.0.0.1:{server.port}/twilio/media"
     try:
-        async with TwilioTestClient(url, call_sid="CAgood") as good, TwilioTestClient(url, call_sid="CAbad") as bad_call:
+        async with TwilioTestClient(server.media_url("twilio"), call_sid="CAgood") as good, \
+                TwilioTestClient(server.media_url("twilio"), call_sid="CAbad") as bad_call:
             await good.silence(0.3)
             await bad_call.send_raw(bad)
             await good.silence(1.0)
@@ -190,8 +191,10 @@ async def test_streamdouble_simulator_sees_marks_and_clear(
     bots: list[TalkerBot] = []
     server = await _server(bots, lambda info: TalkerBot(greeting_parts))
     try:
-        report = await run_scenario(f"ws://127.0.0.1:{server.port}/twilio/media", scenario,
-                                                 config=SessionConfig(quiet_period_s=0.3, max_drain_s=2.0))
+        # As Twilio does: the TwiML answer names the stream and the <Parameter>s (the token among them).
+        answer = await ask(f"http://127.0.0.1:{server.port}", "twilio")
+        report = await run_scenario(answer.url, scenario, config=SessionConfig(
+            quiet_period_s=0.3, max_drain_s=2.0, custom_parameters=answer.params))
     finally:
         await server.stop()
     result = report.result
@@ -225,3 +228,4 @@ async def test_twilio_webhook_answers_twiml_and_checks_signature() -> None:
         await server.stop()
     assert '<Connect><Stream url="wss://bot.example.com/twilio/media">' in twiml
     assert '<Parameter name="From" value="+15551234567"/>' in twiml
+    assert '<Parameter name="voxwire_token" value="' in twiml  # Twilio takes no query string in a Stream URL

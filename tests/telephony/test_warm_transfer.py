@@ -330,7 +330,7 @@ async def test_twilio_warm_transfer_briefs_through_the_rest_api_then_transfers()
     server = CarrierServer(bot, carriers=["twilio"], host="127.0.0.1", port=0, call_control={"twilio": control})
     await server.start()
     try:
-        async with TwilioTestClient(f"ws://127.0.0.1:{server.port}/twilio/media") as caller:
+        async with TwilioTestClient(server.media_url("twilio")) as caller:
             deadline = time.monotonic() + 12
             while len(sent) < 2 and time.monotonic() < deadline:  # the caller waits on the line
                 await caller.silence(0.5)

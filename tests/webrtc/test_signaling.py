@@ -160,3 +160,57 @@ def test_ice_servers_from_the_environment() -> None:
     assert ice_servers_from_env("stun:a.example:3478, stun:b.example") == ["stun:a.example:3478", "stun:b.example"]
     turn = '[{"urls": "turn:t.example", "username": "u", "credential": "p"}]'
     assert parse_ice_servers(ice_servers_from_env(turn))[0].username == "u"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("close_fails", ["in pc.close", "at once"])
+async def test_a_failing_close_after_a_failed_offer_masks_nothing_and_leaks_nothing(
+    close_fails: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The answer fails after the session started, then closing the half-built call fails too."""
+    import asyncio
+    import logging
+
+    from transports.webrtc.peer import PeerCall
+
+    caplog.set_level(logging.INFO, logger="transports.webrtc")
+    offer = await browser_like_offer()
+    started: list[str] = []
+    unclosed: list[PeerCall] = []
+
+    async def answer_fails(self: RTCPeerConnection) -> None:
+        raise RuntimeError("DTLS certificate generation failed")
+
+    real_pc_close = RTCPeerConnection.close
+
+    async def pc_close_fails(self: RTCPeerConnection) -> None:
+        await real_pc_close(self)
+        raise RuntimeError("ICE transport already gone")
+
+    async def close_fails_at_once(self: PeerCall, reason: str) -> None:
+        unclosed.append(self)
+        raise RuntimeError("event channel already gone")
+
+    async with running() as (server, manager, http):
+        manager.on_session(lambda session, info: started.append(info.session_id))
+        with monkeypatch.context() as patch:
+            patch.setattr(RTCPeerConnection, "createAnswer", answer_fails)
+            if close_fails == "in pc.close":
+                patch.setattr(RTCPeerConnection, "close", pc_close_fails)
+            else:
+                patch.setattr(PeerCall, "close", close_fails_at_once)
+            async with http.post(server.url + "offer", json={"type": "offer", "sdp": offer}) as response:
+                status, body = response.status, await response.json()
+        for call in unclosed:  # what the failed close left behind, released for the test's sake
+            await call.close("test_cleanup")
+        await asyncio.sleep(0.1)
+        assert started, "the session had started before the answer failed"
+        assert status == 500 and body["error"] == "the call could not be set up", "the first error reached the caller"
+        assert not server.calls and not manager.sessions, "the failed call was left behind"
+        logged = caplog.text
+        assert "DTLS certificate generation failed" in logged
+        assert "closing after setup_failed failed too" in logged
+        caller = PyCaller()  # and the next call is answered
+        status, _ = await caller.call(server.url)
+        assert status == 200
+        await caller.close()

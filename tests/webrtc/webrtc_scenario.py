@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from agent.calls import CallInfo, CallManager  # noqa: E402
 from agent.frames import Frame, MetricsFrame  # noqa: E402
 from agent.session import Session  # noqa: E402
+from transports.ratelimit import HttpLimits  # noqa: E402
 from transports.webrtc import WebRTCServer, allow_loopback_candidates, frame_event  # noqa: E402
 from transports.webrtc.browser import (  # noqa: E402
     HeadlessChromium,
@@ -77,7 +78,8 @@ async def main(args: argparse.Namespace) -> int:
     allow_loopback_candidates()
     await asyncio.to_thread(prewarm, args.bot)
     manager = CallManager(BOTS[args.bot])
-    server = WebRTCServer(manager, "127.0.0.1", 0)
+    # The page's test report (/__report) uploads whole recordings: no body cap on this harness's app.
+    server = WebRTCServer(manager, "127.0.0.1", 0, http_limits=HttpLimits(max_body_bytes=0))
     log = ServerLog()
     calls_seen: list[Any] = []
     manager.on_session(log.hook)

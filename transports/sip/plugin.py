@@ -41,7 +41,8 @@ async def start(manager: CallManager, ctx: Any) -> SipServer:
     host = getattr(config, "host", "127.0.0.1") or "0.0.0.0"
     advertised = getattr(config, "sip_advertise", None) or (outward_address() if host in _WILDCARDS else host)
     server = SipServer(manager, host=host, port=getattr(config, "sip_port", 5060), advertised_host=advertised,
-                       reuse_port=bool(getattr(ctx, "reuse_port", False)))
+                       reuse_port=bool(getattr(ctx, "reuse_port", False)),
+                       rate_limits=getattr(config, "sip_limits", None))
     await server.start()
     logger.info("SIP on udp %s:%d (Contact and SDP advertise %s)", host, server.port, advertised)
     return server

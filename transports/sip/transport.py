@@ -34,6 +34,7 @@ from typing import Any
 from agent.calls import RETRY_AFTER_S, BotFactory, CallInfo, CallManager, CallRejected, new_session_id
 from agent.frames import DTMFFrame, EventFrame
 from agent.session import Session, SessionResult
+from transports.ratelimit import SipLimits
 from transports.rtp.session import RtpSession
 from transports.sip import sdp
 from transports.sip.auth import Credentials
@@ -232,6 +233,7 @@ class SipServer:
         ring_s: float = 0.0,
         user_agent: str = "voxwire",
         reuse_port: bool = False,
+        rate_limits: SipLimits | None = None,
     ) -> None:
         self.manager = manager if isinstance(manager, CallManager) else CallManager(manager)
         self.graph_sample_rate = graph_sample_rate
@@ -241,7 +243,7 @@ class SipServer:
         self.media_host = advertised_host or host
         self.rtp_bind = host
         self.ua = UserAgent(host=host, port=port, advertised_host=advertised_host, on_invite=self._on_invite,
-                            user_agent=user_agent)
+                            user_agent=user_agent, limiter=(rate_limits or SipLimits()).limiter())
         self._calls: dict[str, SipCall] = {}
 
     @property

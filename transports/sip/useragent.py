@@ -4,17 +4,22 @@ The UA does signalling only. What a call *is* (media, the bot's graph) lives
 behind the :class:`DialogListener` a transport attaches to each dialog, and
 behind the ``on_invite`` coroutine that decides whether to answer. Every
 datagram is handled in isolation: a malformed one gets ``400 Bad Request``
-naming the problem (when it can be answered at all) or is dropped with a
-log line, and an exception while handling one call never reaches another.
+naming the problem (when it can be answered at all; ``505`` for another SIP
+version, ``416`` for a Request-URI scheme other than sip, sips or tel) or is
+dropped with a log line, and an exception while handling one call never
+reaches another. With a ``limiter``, a source over its datagram rate is
+dropped before parsing (an INVITE gets ``503`` with ``Retry-After``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from transports.ratelimit import RateLimiter
 from transports.sip import message as sipmsg
 from transports.sip.dialog import (
     ALLOW,
@@ -33,6 +38,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["CallFailed", "DialogListener", "IncomingInvite", "UserAgent"]
 
 SDP = "application/sdp"
+#: Request-URI schemes this UA serves (RFC 3261 §8.2.2.1: anything else gets 416).
+SCHEMES = ("sip", "sips", "tel")
 
 
 class DialogListener(Protocol):
@@ -117,8 +124,15 @@ class UserAgent(UacMixin):
         advertised_host: str | None = None,
         on_invite: Callable[[IncomingInvite], Awaitable[None]] | None = None,
         user_agent: str = "voxwire",
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.host, self.port = host, port
+        #: Datagrams per source address (``RateLimiter.allow(addr[0])``); None: unlimited.
+        self.limiter = limiter
+        self.rate_limited = 0
+        # A flooding source gets a few 503s and one log line per 10 s, not one per datagram.
+        self._busy_replies = RateLimiter(rate=1.0, burst=3, max_keys=4096)
+        self._flood_notes = RateLimiter(rate=0.1, burst=1, max_keys=4096)
         self.advertised_host = advertised_host or host
         self.on_invite = on_invite
         self.user_agent = user_agent
@@ -182,6 +196,9 @@ class UserAgent(UacMixin):
         return headers
 
     def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.limiter is not None and not self.limiter.allow(addr[0]):
+            self._over_limit(data, addr)
+            return
         if not data.strip():
             return  # CRLF keep-alive (RFC 5626)
         try:
@@ -197,6 +214,24 @@ class UserAgent(UacMixin):
         except Exception:
             logger.exception("sip: error handling %s from %s", msg, addr)
 
+    def _over_limit(self, data: bytes, addr: tuple[str, int]) -> None:
+        """A datagram over the source's rate: dropped unparsed, except a few INVITEs get 503."""
+        assert self.limiter is not None
+        self.rate_limited += 1
+        source = addr[0]
+        if self._flood_notes.allow(source):
+            logger.warning("sip: %s is over the rate limit (%g datagrams/s, bursts of %g); dropping its excess",
+                           source, self.limiter.rate, self.limiter.burst)
+        if not data.startswith(b"INVITE ") or not self._busy_replies.allow(source):
+            return
+        try:
+            invite = sipmsg.parse(data)
+        except SipParseError:
+            return
+        wait = max(1, math.ceil(self.limiter.retry_after(source)))
+        self._send(make_response(invite, 503, "Service Unavailable", to_tag=new_tag(), headers=[
+            ("Retry-After", str(wait)), ("Reason", 'SIP;cause=503;text="rate limited"')]).serialize(), addr)
+
     def _malformed(self, exc: SipParseError, addr: tuple[str, int]) -> None:
         self.malformed += 1
         partial = exc.partial
@@ -204,11 +239,13 @@ class UserAgent(UacMixin):
             partial is not None and partial.is_request and partial.method != "ACK"
             and partial.get("Via") and partial.get("CSeq") and partial.get("Call-ID")
         )
+        status = exc.status if exc.status in (400, 505) else 400
         logger.warning("sip: malformed message from %s:%s (%s); %s", addr[0], addr[1], exc.reason,
-                       "answering 400" if answerable else "dropped")
+                       f"answering {status}" if answerable else "dropped")
         if answerable and partial is not None:
-            reason = "Bad Request (" + exc.reason.replace("\r", " ").replace("\n", " ")[:120] + ")"
-            self._send(make_response(partial, 400, reason).serialize(), addr)
+            phrase = sipmsg.REASONS[status]
+            reason = f"{phrase} (" + exc.reason.replace("\r", " ").replace("\n", " ")[:120] + ")"
+            self._send(make_response(partial, status, reason).serialize(), addr)
 
     # ------------------------------------------------------------ requests
 
@@ -252,6 +289,11 @@ class UserAgent(UacMixin):
             return
         txn = self._server_txns[key] = ServerTransaction(msg, addr)
         self._later(TIMEOUT, lambda: self._server_txns.pop(key, None))
+        scheme = (msg.uri or "").split(":", 1)[0].lower()
+        if scheme not in SCHEMES:
+            logger.info("sip: %s from %s:%s for a %r URI; answering 416", method, addr[0], addr[1], scheme[:20])
+            self._respond(txn, make_response(msg, 416, to_tag=new_tag()))
+            return
         if msg.to_tag:
             self._in_dialog(msg, txn)
         elif method == "INVITE":

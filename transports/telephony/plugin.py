@@ -5,7 +5,10 @@ whose routes are added to the worker's HTTP app: webhooks and media
 WebSockets are served on ``--host``/``--port`` next to ``/healthz`` and
 ``/metrics`` (SO_REUSEPORT across workers). ``--public-url`` is the address
 carriers reach (it goes into the webhook answers' stream URLs; Twilio
-signatures are checked against it). REST credentials for transfer, hang-up
+signatures are checked against it). Each webhook answer carries a per-call
+token the media socket must present at ``start`` (see
+:mod:`transports.telephony.stream_auth`; workers share its key, and separate
+machines need the same ``VOXWIRE_STREAM_SECRET``). REST credentials for transfer, hang-up
 and busy announcements come from the environment (see
 :func:`transports.telephony.serve.credentials_from_env`).
 
@@ -28,6 +31,7 @@ from agent.calls import CallManager
 from transports.telephony.serializers import SERIALIZERS
 from transports.telephony.serve import credentials_from_env
 from transports.telephony.server import CarrierServer
+from transports.telephony.stream_auth import StreamTokens
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +47,9 @@ async def start(manager: CallManager, ctx: Any) -> CarrierServer:
         public_url=public_url, call_control=controls,
         twilio_auth_token=twilio_token or None,
         reuse_port=bool(getattr(ctx, "reuse_port", False)),
+        stream_tokens=StreamTokens(getattr(config, "stream_secret", None)),
+        start_timeout_s=getattr(config, "stream_start_timeout_s", 10.0),
+        http_limits=getattr(config, "http_limits", None),
     )
     app = getattr(ctx, "http_app", None)
     if app is not None:

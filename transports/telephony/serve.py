@@ -18,7 +18,7 @@ import logging
 import os
 from collections.abc import Iterable
 
-from agent.calls import BotFactory, CallManager
+from agent.calls import DEFAULT_MAX_SESSIONS, BotFactory, CallManager
 from transports.sip.transport import SipServer
 from transports.telephony.carrier_api import CallControl, CarrierCredentials
 from transports.telephony.guard import CallLimits
@@ -27,7 +27,7 @@ from transports.telephony.server import CarrierServer
 logger = logging.getLogger(__name__)
 
 
-def as_manager(bot_or_manager: CallManager | BotFactory, max_sessions: int | None = None) -> CallManager:
+def as_manager(bot_or_manager: CallManager | BotFactory, max_sessions: int | None = DEFAULT_MAX_SESSIONS) -> CallManager:
     if isinstance(bot_or_manager, CallManager):
         return bot_or_manager
     return CallManager(bot_or_manager, max_sessions=max_sessions)
@@ -49,7 +49,7 @@ def credentials_from_env(carrier: str) -> CallControl | None:
 
 async def serve_sip(bot_or_manager: CallManager | BotFactory, host: str = "0.0.0.0", port: int = 5060, *,
                     advertised_host: str | None = None, limits: CallLimits | None = None,
-                    max_sessions: int | None = None, reuse_port: bool = False) -> SipServer:
+                    max_sessions: int | None = DEFAULT_MAX_SESSIONS, reuse_port: bool = False) -> SipServer:
     """A started SIP server; ``await server.close()`` stops it."""
     server = SipServer(as_manager(bot_or_manager, max_sessions), host=host, port=port,
                        advertised_host=advertised_host, limits=limits, reuse_port=reuse_port)
@@ -59,7 +59,7 @@ async def serve_sip(bot_or_manager: CallManager | BotFactory, host: str = "0.0.0
 
 async def serve_carriers(bot_or_manager: CallManager | BotFactory, carriers: Iterable[str], host: str = "0.0.0.0",
                          port: int = 8080, *, public_url: str | None = None, limits: CallLimits | None = None,
-                         max_sessions: int | None = None, reuse_port: bool = False) -> CarrierServer:
+                         max_sessions: int | None = DEFAULT_MAX_SESSIONS, reuse_port: bool = False) -> CarrierServer:
     """A started carrier media server (credentials from the environment); ``await server.close()`` stops it."""
     carriers = list(carriers)
     controls = {carrier: control for carrier in carriers if (control := credentials_from_env(carrier))}
@@ -77,7 +77,7 @@ async def serve_carriers(bot_or_manager: CallManager | BotFactory, carriers: Ite
 
 async def run_sip(bot_or_manager: CallManager | BotFactory, *, host: str = "0.0.0.0", port: int = 5060,
                   advertised_host: str | None = None, limits: CallLimits | None = None,
-                  max_sessions: int | None = None) -> None:
+                  max_sessions: int | None = DEFAULT_MAX_SESSIONS) -> None:
     """Serve SIP until cancelled."""
     server = await serve_sip(bot_or_manager, host, port, advertised_host=advertised_host, limits=limits,
                              max_sessions=max_sessions)
@@ -90,7 +90,7 @@ async def run_sip(bot_or_manager: CallManager | BotFactory, *, host: str = "0.0.
 
 async def run_carrier(bot_or_manager: CallManager | BotFactory, carrier: str, *, host: str = "0.0.0.0",
                       port: int = 8080, public_url: str | None = None, limits: CallLimits | None = None,
-                      max_sessions: int | None = None) -> None:
+                      max_sessions: int | None = DEFAULT_MAX_SESSIONS) -> None:
     """Serve one carrier's media streams until cancelled."""
     server = await serve_carriers(bot_or_manager, [carrier], host, port, public_url=public_url, limits=limits,
                                   max_sessions=max_sessions)

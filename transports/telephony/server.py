@@ -6,8 +6,19 @@ Routes (``{carrier}`` ∈ twilio, telnyx, vonage, plivo, exotel):
 * ``POST /twilio/voice``, ``POST /telnyx/texml``, ``GET|POST /plivo/answer``,
   ``GET /vonage/answer``, ``GET /exotel/stream`` — the incoming-call
   webhooks, answering with the instruction that connects the call to the
-  media route (Twilio requests are checked against ``X-Twilio-Signature``
-  when an auth token is configured).
+  media route. Each carrier's request is authenticated its own way when its
+  secret is configured (Twilio ``X-Twilio-Signature``; Telnyx, Plivo, Vonage
+  and Exotel as :mod:`.signatures` describes): a missing, forged or stale one
+  gets 403 and a log line. A carrier without a secret is served unchecked,
+  with one warning per process.
+
+Each webhook answer carries a per-call token (:mod:`.stream_auth`), and a
+media socket is served only once its ``start`` presents it (or its URL
+does): no token, a forged, expired or replayed one, or one for another call
+closes the socket with 1008 and the reason before any session exists. A
+socket that sends no valid ``start`` within ``start_timeout_s`` (10 s) is
+closed the same way. The app also carries the per-source limits of
+:class:`transports.ratelimit.HttpLimits`.
 
 Every call is started through the process's :class:`agent.calls.CallManager`
 (``[CarrierInput, CallGuard?]`` + ``CarrierOutput`` around the bot), so
@@ -36,13 +47,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from urllib.parse import urlencode
 
 from aiohttp import WSMsgType, web
 
 from agent.calls import RETRY_AFTER_S, BotFactory, CallInfo, CallManager, CallRejected, new_session_id
 from agent.frames import EventFrame
 from agent.session import Session, SessionResult
-from transports.telephony import busy, webhooks
+from transports.ratelimit import HttpLimits, install_limits
+from transports.telephony import busy, stream_auth, webhooks
 from transports.telephony.carrier_api import CallControl
 from transports.telephony.guard import CallLimits
 from transports.telephony.media import CarrierInput, CarrierOutput
@@ -56,6 +69,8 @@ from transports.telephony.serializers.base import (
     StreamStart,
     StreamStop,
 )
+from transports.telephony.signatures import WebhookSecrets, check_request
+from transports.telephony.stream_auth import StreamTokens
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +78,24 @@ __all__ = ["BotFactory", "CarrierCall", "CarrierServer"]
 
 _DIGITS = set("0123456789*#ABCD")
 
+#: Carriers whose webhook was already reported as unauthenticated in this process.
+_WARNED_UNAUTHENTICATED: set[str] = set()
+
+
+def _warn_unauthenticated(carrier: str, setting: str) -> None:
+    if carrier not in _WARNED_UNAUTHENTICATED:
+        _WARNED_UNAUTHENTICATED.add(carrier)
+        logger.warning("%s webhook is unauthenticated: anyone who reaches it gets a media stream; set %s",
+                       carrier, setting)
+
 
 class CarrierCall:
     """One carrier WebSocket: parses its messages, runs the bot's session."""
 
     def __init__(self, server: CarrierServer, ws: web.WebSocketResponse, serializer: CarrierSerializer,
-                 remote: str = "") -> None:
+                 remote: str = "", query_token: str | None = None) -> None:
         self.server, self.ws, self.serializer = server, ws, serializer
+        self.query_token = query_token
         self.info = CallInfo(session_id="", transport=serializer.name, remote_address=remote)
         self.caller_digit_ids: set[int] = set()
         self.session: Session | None = None
@@ -111,8 +137,21 @@ class CarrierCall:
 
     async def run(self) -> None:
         session_task: asyncio.Task[SessionResult | None] | None = None
+        loop = asyncio.get_running_loop()
+        start_timeout = self.server.start_timeout_s
+        deadline = loop.time() + start_timeout
         try:
-            async for message in self.ws:
+            while True:
+                # Until a valid start, the socket has ``start_timeout_s`` in all: a client
+                # that connects and says nothing (or only chatter) does not hold it open.
+                wait = None if session_task is not None else max(0.001, deadline - loop.time())
+                try:
+                    message = await self.ws.receive(timeout=wait)
+                except asyncio.TimeoutError:
+                    raise ProtocolError(f"no valid start within {start_timeout:g} s",
+                                        CLOSE_POLICY_VIOLATION) from None
+                if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                    break
                 if message.type == WSMsgType.TEXT or message.type == WSMsgType.BINARY:
                     events = self.serializer.parse(message.data)
                 elif message.type == WSMsgType.ERROR:
@@ -124,6 +163,7 @@ class CarrierCall:
                     if isinstance(event, StreamStart):
                         if session_task is not None or self.close_reason:
                             raise ProtocolError("second start message", CLOSE_POLICY_VIOLATION)
+                        self._authenticate(event)
                         session_task = await self._start(event)
                         if session_task is None:
                             break  # refused: _start closed the socket
@@ -146,8 +186,9 @@ class CarrierCall:
                 if session_task is not None and session_task.done():
                     break  # the bot ended the call
         except ProtocolError as exc:
-            logger.warning("call %s (%s): %s; closing the socket with %d", self.info.call_id or "?",
-                           self.serializer.name, exc.reason, exc.close_code)
+            who = self.info.call_id or f"? from {self.info.remote_address or 'unknown address'}"
+            logger.warning("call %s (%s): %s; closing the socket with %d", who, self.serializer.name, exc.reason,
+                           exc.close_code)
             self.close_reason = "protocol_error"
             await self.ws.close(code=exc.close_code, message=exc.reason.encode()[:120])
         finally:
@@ -158,6 +199,21 @@ class CarrierCall:
                 self.result = result if isinstance(result, SessionResult) else None
             if not self.ws.closed:
                 await self.ws.close()
+
+    def _authenticate(self, start: StreamStart) -> None:
+        """Check the stream's token (URL query or custom parameter); ProtocolError 1008 if it fails.
+
+        The token is removed from the parameters either way, so it never reaches
+        the call's metadata (the bus, logs, the bot).
+        """
+        supplied = start.parameters.pop(stream_auth.PARAMETER, None) or self.query_token
+        tokens = self.server.stream_tokens
+        if tokens is None:
+            return
+        problem = tokens.check(supplied, self.serializer.name, start.call_id)
+        if problem:
+            raise ProtocolError(f"{problem}; use the stream URL and parameters from our webhook answer",
+                                CLOSE_POLICY_VIOLATION)
 
     def _enqueue(self, kind: str, item: bytes | str) -> None:
         if self._inbound.full():
@@ -247,6 +303,11 @@ class CarrierServer:
         call_control: dict[str, CallControl] | None = None,
         max_message_bytes: int = 256 * 1024,
         reuse_port: bool = False,
+        stream_tokens: StreamTokens | None = None,
+        require_stream_token: bool = True,
+        start_timeout_s: float = 10.0,
+        http_limits: HttpLimits | None = None,
+        webhook_secrets: WebhookSecrets | None = None,
     ) -> None:
         unknown = set(carriers) - set(SERIALIZERS)
         if unknown:
@@ -259,11 +320,21 @@ class CarrierServer:
         self.lead_s = lead_s
         self.limits = limits or CallLimits()
         self.twilio_auth_token = twilio_auth_token
+        #: Telnyx, Plivo, Vonage and Exotel webhook secrets (from the environment by default).
+        self.webhook_secrets = webhook_secrets if webhook_secrets is not None else WebhookSecrets.from_env()
         self.call_control = call_control or {}
         self.max_message_bytes = max_message_bytes
         self.reuse_port = reuse_port
+        #: Issues the tokens our webhook answers carry and checks them at ``start``; None
+        #: (``require_stream_token=False``) accepts any stream, for a stream URL configured
+        #: at the carrier by hand instead of through our webhook.
+        self.tokens = stream_tokens or StreamTokens()
+        self.stream_tokens: StreamTokens | None = self.tokens if require_stream_token else None
+        self.start_timeout_s = start_timeout_s
         self.calls: set[CarrierCall] = set()
-        self.app = web.Application()
+        self.http_limits = http_limits or HttpLimits()
+        self.app = web.Application(client_max_size=self.http_limits.max_body_bytes)
+        install_limits(self.app, self.http_limits)
         self.mount(self.app)
         self._runner: web.AppRunner | None = None
 
@@ -274,15 +345,13 @@ class CarrierServer:
         if "twilio" in self.carriers:
             app.router.add_post("/twilio/voice", self._twilio_voice)
         if "telnyx" in self.carriers:
-            app.router.add_post("/telnyx/texml", self._simple_webhook(webhooks.texml_connect_stream, "telnyx"))
+            app.router.add_post("/telnyx/texml", self._webhook("telnyx"))
         if "plivo" in self.carriers:
-            app.router.add_route("*", "/plivo/answer", self._simple_webhook(webhooks.plivo_stream_xml, "plivo"))
+            app.router.add_route("*", "/plivo/answer", self._webhook("plivo"))
         if "vonage" in self.carriers:
-            app.router.add_get("/vonage/answer",
-                               self._simple_webhook(webhooks.vonage_ncco, "vonage", "application/json"))
+            app.router.add_get("/vonage/answer", self._webhook("vonage"))
         if "exotel" in self.carriers:
-            app.router.add_get("/exotel/stream",
-                               self._simple_webhook(webhooks.exotel_stream_url, "exotel", "application/json"))
+            app.router.add_get("/exotel/stream", self._webhook("exotel"))
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None)
@@ -320,14 +389,25 @@ class CarrierServer:
         return web.Response(status=status, text=body, content_type=content_type, headers=headers)
 
     def stream_url(self, carrier: str, request: web.Request | None = None) -> str:
+        """The media WebSocket's address, without a token (for logs and carrier consoles)."""
         base = self.public_url or (f"http://{request.host}" if request is not None else f"http://{self.host}:{self.port}")
         return base.replace("https://", "wss://").replace("http://", "ws://").rstrip("/") + f"/{carrier}/media"
+
+    def media_url(self, carrier: str, call_id: str = "", request: web.Request | None = None) -> str:
+        """The media WebSocket's address with a fresh token in the query (``call_id`` binds it).
+
+        What our Exotel answer returns; for scripts and tests that play a
+        carrier without going through the webhook.
+        """
+        token = self.tokens.issue(carrier, call_id)
+        return f"{self.stream_url(carrier, request)}?{urlencode({stream_auth.QUERY: token})}"
 
     def _media_handler(self, carrier: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
             ws = web.WebSocketResponse(max_msg_size=self.max_message_bytes, heartbeat=30.0)
             await ws.prepare(request)
-            call = CarrierCall(self, ws, SERIALIZERS[carrier](), remote=request.remote or "")
+            call = CarrierCall(self, ws, SERIALIZERS[carrier](), remote=request.remote or "",
+                               query_token=request.query.get(stream_auth.QUERY))
             self.calls.add(call)
             try:
                 await call.run()
@@ -341,11 +421,17 @@ class CarrierServer:
 
         return handler
 
+    def _called_url(self, request: web.Request) -> str:
+        """The URL the carrier called, which is what it signs (our public address behind a proxy)."""
+        return (self.public_url.rstrip("/") + request.path_qs) if self.public_url else str(request.url)
+
     async def _twilio_voice(self, request: web.Request) -> web.Response:
         body = await request.text()
         params = webhooks.form_params(body)
-        if self.twilio_auth_token is not None:
-            url = (self.public_url.rstrip("/") + request.path_qs) if self.public_url else str(request.url)
+        if self.twilio_auth_token is None:
+            _warn_unauthenticated("twilio", "TWILIO_AUTH_TOKEN")
+        else:
+            url = self._called_url(request)
             if not webhooks.validate_twilio_signature(self.twilio_auth_token, url, params,
                                                       request.headers.get("X-Twilio-Signature")):
                 logger.warning("twilio webhook from %s: bad or missing X-Twilio-Signature", request.remote)
@@ -353,16 +439,56 @@ class CarrierServer:
         reason = self._refusal("twilio")
         if reason:
             return self._busy_response("twilio", reason)
+        call_id = params.get("CallSid", "")
         parameters = {k: params[k] for k in ("From", "To", "CallSid") if k in params}
+        # Twilio takes no query string in a <Stream> URL: the token goes as a <Parameter>.
+        parameters[stream_auth.PARAMETER] = self.tokens.issue("twilio", call_id)
         twiml = webhooks.twiml_connect_stream(self.stream_url("twilio", request), parameters)
         return web.Response(text=twiml, content_type="application/xml")
 
-    def _simple_webhook(self, build: Callable[[str], str], carrier: str,
-                        content_type: str = "application/xml") -> Callable[[web.Request], Awaitable[web.Response]]:
+    def _webhook(self, carrier: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """The answer webhook of Telnyx, Plivo, Vonage or Exotel, with the stream's token in it."""
+
         async def handler(request: web.Request) -> web.Response:
+            raw = await request.read()
+            if not self.webhook_secrets.configured(carrier):
+                _warn_unauthenticated(carrier, _WEBHOOK_SECRET_ENV[carrier])
+            else:
+                problem = check_request(carrier, self.webhook_secrets, method=request.method,
+                                        url=self._called_url(request), headers=request.headers, body=raw)
+                if problem:
+                    logger.warning("%s webhook from %s refused: %s", carrier, request.remote, problem)
+                    return web.Response(status=403, text="invalid signature")
+            params = dict(request.query)
+            if request.method == "POST":
+                params.update(webhooks.form_params(raw.decode("utf-8", "replace")))
             reason = self._refusal(carrier)
             if reason:
                 return self._busy_response(carrier, reason)
-            return web.Response(text=build(self.stream_url(carrier, request)), content_type=content_type)
+            call_id = params.get(_WEBHOOK_CALL_ID[carrier] or "", "")
+            token = self.tokens.issue(carrier, call_id)
+            url = self.stream_url(carrier, request)
+            if carrier == "telnyx":
+                body = webhooks.texml_connect_stream(url, {stream_auth.PARAMETER: token})
+            elif carrier == "plivo":
+                body = webhooks.plivo_stream_xml(url, {stream_auth.PARAMETER: token})
+            elif carrier == "vonage":
+                headers = {stream_auth.PARAMETER: token, **({"uuid": call_id} if call_id else {})}
+                return web.Response(text=webhooks.vonage_ncco(url, headers), content_type="application/json")
+            else:  # exotel: the token rides in the URL's query
+                return web.Response(text=webhooks.exotel_stream_url(self.media_url(carrier, call_id, request)),
+                                    content_type="application/json")
+            return web.Response(text=body, content_type="application/xml")
 
         return handler
+
+
+#: The webhook parameter naming the call, whose id the stream's ``start`` repeats; the token is
+#: bound to it. Telnyx's TeXML ``CallSid`` need not equal the stream's ``call_control_id``, so
+#: its tokens are bound to the carrier only (still single-use and short-lived).
+_WEBHOOK_SECRET_ENV = {"telnyx": "TELNYX_PUBLIC_KEY", "plivo": "PLIVO_AUTH_TOKEN",
+                       "vonage": "VONAGE_SIGNATURE_SECRET", "exotel": "EXOTEL_WEBHOOK_USER/EXOTEL_WEBHOOK_PASSWORD"}
+
+_WEBHOOK_CALL_ID: dict[str, str | None] = {
+    "twilio": "CallSid", "telnyx": None, "plivo": "CallUUID", "vonage": "uuid", "exotel": "CallSid",
+}

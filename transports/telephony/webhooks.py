@@ -9,6 +9,7 @@ endpoint, and the JSON ``{"url": ...}`` Exotel's dynamic-URL applet fetches.
 ``validate_twilio_signature`` implements Twilio's request validation: an
 HMAC-SHA1, keyed with the account's auth token, over the full URL followed
 by every POST parameter name and value sorted by name, base64-encoded.
+The other carriers' request checks are in :mod:`.signatures`.
 """
 
 from __future__ import annotations
@@ -64,8 +65,14 @@ def vonage_ncco(stream_url: str, headers: Mapping[str, str] | None = None, *, ra
 
 
 def exotel_stream_url(stream_url: str, *, sample_rate: int = 8000) -> str:
-    """The JSON Exotel's Voicebot applet fetches when configured with an HTTPS URL."""
-    return json.dumps({"url": f"{stream_url}?sample-rate={sample_rate}" if sample_rate != 8000 else stream_url})
+    """The JSON Exotel's Voicebot applet fetches when configured with an HTTPS URL.
+
+    ``stream_url`` may carry a query already: our stream token, which the
+    media server reads from the URL when Exotel connects.
+    """
+    if sample_rate != 8000:
+        stream_url += ("&" if "?" in stream_url else "?") + f"sample-rate={sample_rate}"
+    return json.dumps({"url": stream_url})
 
 
 def twilio_signature(auth_token: str, url: str, params: Mapping[str, str] | None = None) -> str:

@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 
-from agent.calls import CallManager, load_bot
+from agent.calls import DEFAULT_MAX_SESSIONS, CallManager, load_bot
 from transports.webrtc.plugin import ice_servers_from_env
 from transports.webrtc.server import serve_webrtc
 
@@ -44,7 +44,8 @@ if __name__ == "__main__":
     parser.add_argument("--agent", help="bot factory MODULE:OBJECT (default agent.clinic:clinic_bot)")
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--max-sessions", type=int, help="calls at once before answering busy")
+    parser.add_argument("--max-sessions", type=int, default=DEFAULT_MAX_SESSIONS,
+                        help=f"calls at once before answering busy (default {DEFAULT_MAX_SESSIONS})")
     parser.add_argument("--ice-server", action="append", default=[], metavar="URL",
                         help="STUN server URL for both ends (repeatable; none by default). TURN servers with "
                              "credentials: VOXWIRE_ICE_SERVERS='[{\"urls\": ..., \"username\": ..., \"credential\": ...}]'")

@@ -60,6 +60,7 @@ async def start(manager: CallManager, ctx: Any) -> WebRTCServer:
         token=os.environ.get("VOXWIRE_WEBRTC_TOKEN") or None,
         ice_servers=ice_servers_from_env(os.environ.get("VOXWIRE_ICE_SERVERS")),
         reuse_port=bool(getattr(ctx, "reuse_port", False)),
+        http_limits=getattr(config, "http_limits", None),
     )
     if app is not None and not own_port:
         mount(server, app)

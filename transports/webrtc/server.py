@@ -24,6 +24,7 @@ from aiortc import sdp as aiortc_sdp
 
 from agent.calls import CallInfo, CallManager, CallRejected
 from agent.session import Session
+from transports.ratelimit import HttpLimits, install_limits
 from transports.webrtc.ice import (
     IceServerSpec,
     allow_loopback_candidates,
@@ -65,6 +66,7 @@ class WebRTCServer:
         connect_timeout_s: float = 15.0,
         offer_timeout_s: float = 30.0,
         reuse_port: bool = False,
+        http_limits: HttpLimits | None = None,
     ) -> None:
         self.manager = manager
         self.host = host
@@ -79,6 +81,7 @@ class WebRTCServer:
         self._page = resources.files("transports.webrtc").joinpath("static/index.html").read_bytes()
         self._runner: web.AppRunner | None = None
         self.app = web.Application(client_max_size=MAX_OFFER_BYTES)
+        install_limits(self.app, http_limits)  # per-source rate, open requests, body size
         self.app.router.add_get("/", self._index)
         self.app.router.add_get("/config", self._config)
         self.app.router.add_post("/offer", self._offer)
@@ -137,23 +140,44 @@ class WebRTCServer:
             answer = await asyncio.wait_for(call.answer(offer), self.offer_timeout_s)
         except BadOffer as exc:
             logger.warning("offer refused: %s", exc)
-            await call.close("bad_offer")
+            await self._discard(call, "bad_offer")
             return _error(400, str(exc))
         except CallRejected as exc:
-            await call.close("rejected")
+            await self._discard(call, "rejected")
             return _error(503, f"not taking calls: {exc.reason}")
         except asyncio.TimeoutError:
             logger.error("call %s: answering took over %.0f s", call.session_id, self.offer_timeout_s)
-            await call.close("answer_timeout")
+            await self._discard(call, "answer_timeout")
             return _error(504, "the call could not be set up in time")
         except Exception:
             logger.exception("call %s: could not answer the offer", call.session_id)
-            await call.close("setup_failed")
+            await self._discard(call, "setup_failed")
             return _error(500, "the call could not be set up")
         logger.info("call %s answered", call.session_id)
         return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": call.session_id})
 
     # ---------------------------------------------------------------- helpers
+
+    async def _discard(self, call: PeerCall, reason: str) -> None:
+        """Close a call whose offer failed; a failure while closing is logged, never raised.
+
+        The offer's own error is what the browser must hear, so it cannot be
+        masked by a half-built peer connection that fails to close; and the call
+        must not outlive the request in ``calls`` or, as a session, in the manager.
+        """
+        try:
+            await call.close(reason)
+        except Exception as exc:  # noqa: BLE001 - logged, and the cleanup below still runs
+            logger.warning("call %s: closing after %s failed too (%s: %s)", call.session_id, reason,
+                           type(exc).__name__, exc)
+        finally:
+            self.calls.pop(call.session_id, None)
+            session = self.manager.sessions.get(call.session_id)
+            if session is not None:
+                try:
+                    await session.cancel(reason)
+                except Exception:
+                    logger.exception("call %s: the session would not stop after %s", call.session_id, reason)
 
     def _authorize(self, request: web.Request) -> None:
         if self._token is None:
