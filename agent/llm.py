@@ -6,10 +6,16 @@ return a whole ``str``. The node runs it in a task an interrupt cancels,
 records the answer in the conversation as it is generated, and rewrites it to
 what the caller heard from the output's playout reports, which pass upstream
 through this node.
+
+A hook that fails, or goes quiet (no first token within
+``first_token_timeout_s``, or no next token within ``stall_timeout_s``), gets
+the same treatment: it is cancelled, a non-fatal ``ErrorFrame`` names the
+problem, and the bot apologises, so the caller is never left in silence.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import itertools
 import logging
@@ -42,6 +48,10 @@ LLMHook = Callable[[Conversation, UserInput], HookResult]
 _speak_ids = itertools.count(1_000_000)
 
 
+class LLMTimeout(Exception):
+    """The hook went quiet: no first token, or a stall between tokens."""
+
+
 async def iterate_hook(hook: LLMHook, conversation: Conversation, user: UserInput) -> AsyncIterator[str]:
     """Normalise every hook shape to an async iterator of text deltas."""
     result: Any = hook(conversation, user)
@@ -59,7 +69,11 @@ async def iterate_hook(hook: LLMHook, conversation: Conversation, user: UserInpu
 
 
 class LLMNode(Node):
-    """Runs the LLM hook per user turn; keeps the conversation to what was heard."""
+    """Runs the LLM hook per user turn; keeps the conversation to what was heard.
+
+    ``first_token_timeout_s`` and ``stall_timeout_s`` (None: no limit) bound how
+    long the hook may stay silent before the bot apologises instead.
+    """
 
     def __init__(
         self,
@@ -68,6 +82,8 @@ class LLMNode(Node):
         system_prompt: str = "",
         greeting: str | None = None,
         apology: str = "Sorry, I'm having trouble right now. Could you say that again?",
+        first_token_timeout_s: float | None = 8.0,
+        stall_timeout_s: float | None = 10.0,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
@@ -75,6 +91,11 @@ class LLMNode(Node):
         self.conversation = Conversation(system_prompt=system_prompt)
         self.greeting = greeting
         self.apology = apology
+        # Defaults: a slow hosted model under load can take a few seconds to its
+        # first token, and a tool call inside the hook pauses the stream; past
+        # these, the caller has been in silence too long and hears the apology.
+        self.first_token_timeout_s = first_token_timeout_s
+        self.stall_timeout_s = stall_timeout_s
         self._heard: dict[int, str] = {}
         self._active_turn: int | None = None  # being generated
         self._playing_turn: int | None = None  # being heard
@@ -114,6 +135,19 @@ class LLMNode(Node):
             elif isinstance(frame, InterruptFrame):
                 self._cut_active_turn()
         await self.emit(frame, direction)
+
+    async def _next_delta(self, deltas: AsyncIterator[str], *, first: bool) -> str | None:
+        """The hook's next text delta (None at its end), or ``LLMTimeout`` if it stays silent too long."""
+        limit = self.first_token_timeout_s if first else self.stall_timeout_s
+        deadline = asyncio.timeout(limit)
+        try:
+            async with deadline:
+                return await anext(deltas, None)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # the hook's own timeout (an HTTP client's), reported as it is
+            what = "no first token" if first else "no further token"
+            raise LLMTimeout(f"{what} from the hook within {limit:g} s") from None
 
     def _next_dtmf_turn(self) -> int:
         return next(_speak_ids)
@@ -155,8 +189,9 @@ class LLMNode(Node):
     async def _answer(self, user: UserInput) -> None:
         turn_id = user.turn_id
         text = ""
+        deltas = iterate_hook(self.hook, self.conversation, user)
         try:
-            async for delta in iterate_hook(self.hook, self.conversation, user):
+            while (delta := await self._next_delta(deltas, first=not text)) is not None:
                 if not text:
                     await self.mark(metrics.LLM_FIRST_TOKEN, turn_id)
                 text += delta
@@ -172,7 +207,17 @@ class LLMNode(Node):
             text += spoken
             self.conversation.set_assistant(turn_id, text)
             await self.emit(LLMTextFrame(text=spoken, turn_id=turn_id))
+        finally:
+            await _close(deltas)
         self.generated[turn_id] = text
         if self._active_turn == turn_id:
             self._active_turn = None
         await self.emit(LLMTurnEndFrame(text=text, turn_id=turn_id))
+
+
+async def _close(deltas: AsyncIterator[str]) -> None:
+    """Close the hook's stream now, so a hook cut off mid-answer releases what it holds (an HTTP stream)."""
+    try:
+        await deltas.aclose()  # type: ignore[attr-defined]
+    except Exception as exc:
+        logger.warning("llm: closing the hook's stream failed: %s: %s", type(exc).__name__, exc)

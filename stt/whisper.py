@@ -8,6 +8,12 @@ transcribes the utterance in a shared worker thread and emits a final
 no transcription is running anywhere in the process, so partials never delay
 somebody's final. A VAD pause inside a segment starts a speculative
 transcript, which becomes the final if the caller does not go on.
+
+A failing model (out of GPU memory, a corrupt file) does not end the call: a
+failed final is tried once more, and if that fails too the turn closes empty,
+a non-fatal ``ErrorFrame`` names the problem and the bot asks the caller to
+say it again. Failed partials and speculations are only logged; the final
+decides.
 """
 
 from __future__ import annotations
@@ -28,16 +34,18 @@ from agent.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     EndFrame,
+    ErrorFrame,
     Frame,
     InputAudioFrame,
     MetricsFrame,
+    SpeakFrame,
     TranscriptionFrame,
     UserPausedFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
 from agent.metrics import STT_FINAL
-from agent.node import Node
+from agent.node import UPSTREAM, Node
 from agent.workers import run_blocking
 from stt.clip import Transcript, transcribe_clip
 from stt.models import load_model, resolve_model
@@ -53,6 +61,9 @@ STT_POOL = "stt"
 #: plus the pre-roll, plus slack for frames that arrive in bursts.
 _IDLE_KEEP_S = 1.5
 _MAX_UTTERANCE_S = 60.0
+#: What the bot says when a turn could not be transcribed even on a second try.
+REPEAT_PROMPT = "Sorry, I didn't catch that. Could you say that again?"
+_FINAL_ATTEMPTS = 2
 
 _jobs_running = 0  # Whisper jobs in flight in this process, for every session
 
@@ -102,6 +113,8 @@ class WhisperSTTNode(Node):
     chooses when partials run: ``"always"``, ``"bot_speaking"`` (only while
     the bot is heard, where a barge-in needs words early; partials then never
     occupy the model when a caller's turn is about to end) or ``"off"``.
+    ``repeat_prompt`` is spoken (as a ``SpeakFrame``) when a turn cannot be
+    transcribed; None leaves it to the graph (the ``ErrorFrame`` still goes up).
     """
 
     def __init__(
@@ -118,6 +131,7 @@ class WhisperSTTNode(Node):
         interims: str = "always",
         speculative: bool = True,
         short_window: bool = True,
+        repeat_prompt: str | None = REPEAT_PROMPT,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
@@ -131,6 +145,7 @@ class WhisperSTTNode(Node):
         self.interims = interims
         self.speculative = speculative
         self.short_window = short_window and beam_size == 1
+        self.repeat_prompt = repeat_prompt
         self._pre_roll = int(RATE * pre_roll_ms / 1000)
         self._post_roll = int(RATE * post_roll_ms / 1000)
         self._interim_every = int(RATE * interim_every_s) if interim_every_s and interims != "off" else 0
@@ -147,7 +162,9 @@ class WhisperSTTNode(Node):
         self._speculation: _Speculation | None = None
         self._finals = asyncio.Lock()
         self._pending_finals: set[asyncio.Task[None]] = set()
+        self._last_error: Exception | None = None
         self.speculations = {"started": 0, "used": 0, "dropped": 0}
+        self.failures = {"final": 0, "partial": 0, "gave_up": 0}  # transcriptions that raised
 
     async def on_start(self) -> None:
         self.model = await run_blocking(
@@ -177,7 +194,7 @@ class WhisperSTTNode(Node):
                 end = self._end_index(frame.pts)
                 audio = self._audio.slice(self._utterance_start, end)
                 self.speculations["started"] += 1
-                spec = _Speculation(frame.turn_id or self._turn_id, self._index(frame.pts))
+                spec = _Speculation(frame.turn_id or self._turn_id, self._index(frame.pts), audio)
                 spec.task = self.spawn(self._speculate(spec, audio), interruptible=False)
                 self._speculation = spec
         elif isinstance(frame, UserStoppedSpeakingFrame) and self._utterance_start is not None:
@@ -243,9 +260,14 @@ class WhisperSTTNode(Node):
         finally:
             _jobs_running -= 1
 
-    async def _speculate(self, spec: _Speculation, audio: np.ndarray) -> Transcript:
+    async def _speculate(self, spec: _Speculation, audio: np.ndarray) -> Transcript | None:
         started = time.monotonic()
-        result = await self._run(audio)
+        try:
+            result = await self._run(audio)
+        except Exception as exc:  # the final tries again; the call goes on
+            self._partial_failed("speculative transcript", spec.turn_id, exc)
+            spec.failed = True
+            return None
         spec.compute_ms = (time.monotonic() - started) * 1000.0
         spec.done_t = time.monotonic()
         if self._speculation is spec:  # the caller has not gone on meanwhile
@@ -267,6 +289,7 @@ class WhisperSTTNode(Node):
             started = time.monotonic()
             result: Transcript | None = None
             ready_t: float | None = None  # when the text was known
+            attempts = _FINAL_ATTEMPTS
             if spec is not None and spec.task is not None:
                 await asyncio.wait({spec.task})
                 if not spec.task.cancelled() and spec.task.result() is not None:
@@ -274,15 +297,50 @@ class WhisperSTTNode(Node):
                     self.speculations["used"] += 1
                     started -= spec.compute_ms / 1000.0
                     ready_t = spec.done_t
+                elif spec.failed:
+                    attempts -= 1  # the speculation was the first try
             if result is None:
                 if audio is None:
-                    audio = np.zeros(0, dtype=np.int16)
-                result = await self._run(audio)
+                    audio = spec.audio if spec is not None else np.zeros(0, dtype=np.int16)
+                result = await self._transcribe_final(audio, turn_id, attempts)
+                if result is None:
+                    await self._ask_to_repeat(turn_id)
+                    return
             elapsed_ms = (time.monotonic() - started) * 1000.0
             logger.debug("final for turn %d: %d chars, %.0f ms", turn_id, len(result.text), elapsed_ms)
             await self.emit(MetricsFrame(name=STT_FINAL, turn_id=turn_id, t=ready_t or time.monotonic()))
             await self.emit(MetricsFrame(name="stt_compute_ms", turn_id=turn_id, value=elapsed_ms))
             await self.emit(_transcription(result, turn_id, final=True))
+
+    async def _transcribe_final(self, audio: np.ndarray, turn_id: int, attempts: int) -> Transcript | None:
+        """The turn's transcript, tried up to ``attempts`` times; None if every try raised."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._run(audio)
+            except Exception as exc:
+                self.failures["final"] += 1
+                self._last_error = exc
+                logger.warning("%s: transcription of turn %d failed (try %d of %d): %s: %s",
+                               self.name, turn_id, attempt, attempts, type(exc).__name__, exc)
+        return None
+
+    async def _ask_to_repeat(self, turn_id: int) -> None:
+        """Give up on a turn without ending the call: close it empty, report, ask again."""
+        self.failures["gave_up"] += 1
+        exc = self._last_error
+        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "no transcript"
+        asking = "; asking the caller to repeat" if self.repeat_prompt else ""
+        await self.emit(ErrorFrame(message=f"STT failed for turn {turn_id}: {reason}{asking}", node=self.name),
+                        UPSTREAM)
+        # An empty final closes the turn (the turn-taker drops it as noise) instead of leaving it pending.
+        await self.emit(_transcription(Transcript("", self.language), turn_id, final=True))
+        if self.repeat_prompt:
+            await self.emit(SpeakFrame(text=self.repeat_prompt))
+
+    def _partial_failed(self, what: str, turn_id: int, exc: Exception) -> None:
+        self.failures["partial"] += 1
+        log = logger.warning if self.failures["partial"] == 1 else logger.debug  # a broken model fails every 0.7 s
+        log("%s: %s for turn %d failed: %s: %s", self.name, what, turn_id, type(exc).__name__, exc)
 
     def _maybe_interim(self) -> None:
         if (
@@ -301,7 +359,11 @@ class WhisperSTTNode(Node):
         self._interim_task = self.spawn(self._interim(audio, self._turn_id), interruptible=False)
 
     async def _interim(self, audio: np.ndarray, turn_id: int) -> None:
-        result = await self._run(audio)
+        try:
+            result = await self._run(audio)
+        except Exception as exc:  # only a partial: the final decides
+            self._partial_failed("partial transcript", turn_id, exc)
+            return
         # A partial that finished after its turn ended would be stale news.
         if result.text and self._utterance_start is not None and turn_id == self._turn_id:
             await self.emit(_transcription(result, turn_id, final=False))
@@ -313,9 +375,11 @@ class _Speculation:
 
     turn_id: int
     speech_end: int  # sample index of the end of speech it was cut after
-    task: asyncio.Task[Transcript] | None = None
+    audio: np.ndarray  # what it transcribes, kept for a retry if the model fails
+    task: asyncio.Task[Transcript | None] | None = None
     compute_ms: float = 0.0
     done_t: float | None = None
+    failed: bool = False
 
 
 def _transcription(result: Transcript, turn_id: int, *, final: bool, speculative: bool = False) -> TranscriptionFrame:

@@ -14,9 +14,13 @@ task paces 20 ms chunks in real time and calls :meth:`write_audio`. *Pull*
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
+import numpy as np
+
 from agent import metrics
+from agent.audio import Resampler, pcm_problem, to_mono
 from agent.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
@@ -40,15 +44,28 @@ from agent.frames import (
 from agent.node import DOWNSTREAM, UPSTREAM, Node
 from transports.playout import AudioIntake, Chunk, PlayoutBuffer
 
+logger = logging.getLogger(__name__)
+
 
 class InputTransport(Node):
-    """Feeds caller audio and keypad digits into the graph."""
+    """Feeds caller audio and keypad digits into the graph.
+
+    Every chunk is checked here, once for every node behind: an unusable one
+    (no channels, a rate of 0, bytes that are not whole int16 samples) ends the
+    call with an error naming this transport and the problem; an odd but usable
+    one is converted (down-mixed to mono, resampled to the transport's rate),
+    with one log line per call saying so.
+    """
 
     def __init__(self, *, sample_rate: int | None = None, name: str | None = None) -> None:
         super().__init__(name=name)
         self.sample_rate = sample_rate
         self.muted = False
         self._media_time = 0.0
+        # Named apart from the ``_resampler`` that transports keep for their own codec rate.
+        self._conform_resampler: Resampler | None = None
+        self._conform_refused = False
+        self._conform_warned: set[str] = set()
 
     async def process(self, frame: Frame, direction: int) -> None:
         if isinstance(frame, StartFrame) and self.sample_rate is None:
@@ -63,12 +80,46 @@ class InputTransport(Node):
         While muted (an operator's command) the graph hears silence of the same
         length, so clocks and VAD state keep running.
         """
+        if self._conform_refused:
+            return
+        rate = (self.sample_rate or 16000) if sample_rate is None else sample_rate
+        problem = pcm_problem(len(pcm), rate, channels)
+        if problem is not None:
+            self._conform_refused = True  # one error per call, not one per 20 ms
+            self._failed(ValueError(f"caller audio: {problem}"))
+            return
+        target = self.sample_rate or rate
+        if channels != 1 or rate != target or self._conform_resampler is not None:
+            pcm = self._converted(np.frombuffer(pcm, dtype=np.int16), rate, channels, target).tobytes()
+            if not pcm:
+                return  # the resampler is still filling (a few ms, once)
         if self.muted:
             pcm = bytes(len(pcm))
-        rate = sample_rate or self.sample_rate or 16000
-        frame = InputAudioFrame(pcm=pcm, sample_rate=rate, channels=channels, pts=self._media_time)
-        self._media_time += len(pcm) / (2 * channels * rate)
+        frame = InputAudioFrame(pcm=pcm, sample_rate=target, pts=self._media_time)
+        self._media_time += len(pcm) / (2 * target)
         await self.emit(frame)
+
+    def _converted(self, samples: np.ndarray, rate: int, channels: int, target: int) -> np.ndarray:
+        """Mono at ``target`` Hz (input of another shape is logged once per call)."""
+        if channels != 1:
+            self._warn_once("channels", "%s: caller audio has %d channels; down-mixing to mono", self.name, channels)
+            samples = to_mono(samples, channels)
+        held = np.zeros(0, dtype=np.int16)
+        if self._conform_resampler is not None and (rate == target or self._conform_resampler.in_rate != rate):
+            held, self._conform_resampler = self._conform_resampler.flush(), None  # that rate's stream ended
+        if rate != target:
+            self._warn_once(f"rate {rate}", "%s: caller audio at %d Hz on a %d Hz input; resampling",
+                            self.name, rate, target)
+            if self._conform_resampler is None:
+                # "QQ": soxr's higher qualities release 20 ms chunks in ~100 ms bursts.
+                self._conform_resampler = Resampler(rate, target, quality="QQ")
+            samples = self._conform_resampler.process(samples)
+        return np.concatenate([held, samples]) if len(held) else samples
+
+    def _warn_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._conform_warned:
+            self._conform_warned.add(key)
+            logger.warning(message, *args)
 
     async def push_dtmf(self, digit: str, duration_ms: int = 160) -> None:
         await self.emit(DTMFFrame(digit=digit, duration_ms=duration_ms))
@@ -136,7 +187,8 @@ class OutputTransport(Node):
                 if frame.paused and self.speaking:  # the caller hears the bot stop now
                     await self.emit(MetricsFrame(name=metrics.BARGE_IN_STOP, turn_id=frame.turn_id))
         elif isinstance(frame, (TTSStoppedFrame, LLMTurnEndFrame)):
-            if self.playout is not None:
+            if self.playout is not None:  # end of an utterance: its last few ms go out too
+                self._intake.flush(self.playout)
                 self.playout.flush_partial()
                 self._ensure_pacer()
         elif isinstance(frame, EndFrame):
@@ -159,7 +211,7 @@ class OutputTransport(Node):
         was_speaking = self.speaking
         playout.drop()
         playout.paused = False
-        self._intake.space.set()
+        self._intake.drop()
         if not playout.playing_uninterruptible and was_speaking:
             await self._stopped_speaking(interrupted=True)
             await self.emit(MetricsFrame(name=metrics.BARGE_IN_STOP, turn_id=frame.turn_id))
@@ -168,6 +220,7 @@ class OutputTransport(Node):
         playout = self.playout
         if playout is None:
             return
+        self._intake.flush(playout)
         playout.flush_partial()
         if len(playout) and not self.pull_mode:
             self._ensure_pacer()

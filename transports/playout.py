@@ -13,7 +13,7 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass
 
-from agent.audio import Resampler
+from agent.audio import Resampler, pcm_problem, to_mono
 from agent.frames import OutputAudioFrame
 
 
@@ -114,23 +114,54 @@ class PlayoutBuffer:
 class AudioIntake:
     """The front door of a playout buffer, shared by every kind of output.
 
-    Bot audio is resampled to the buffer's rate (one streaming resampler per
-    source rate), and a full buffer makes the producer wait until a chunk has
-    been played: backpressure that keeps TTS only a little ahead of the caller.
+    Bot audio is checked (a malformed frame raises ``ValueError`` naming the
+    problem, which ends that call), down-mixed to mono, and resampled to the
+    buffer's rate by one streaming resampler per source stream; a full buffer
+    makes the producer wait until a chunk has been played: backpressure that
+    keeps TTS only a little ahead of the caller. The resampler holds the newest
+    few ms back, so the output calls :meth:`flush` at the end of each utterance
+    (and :meth:`drop` on an interrupt).
     """
 
     def __init__(self) -> None:
         self.space = asyncio.Event()
-        self._resamplers: dict[int, Resampler] = {}
+        self._resampler: Resampler | None = None
+        self._tail_meta: tuple[int, bool] = (0, False)  # turn id, uninterruptible of the held audio
 
     async def put(self, playout: PlayoutBuffer, frame: OutputAudioFrame) -> None:
-        pcm = frame.pcm
+        problem = pcm_problem(len(frame.pcm), frame.sample_rate, frame.channels)
+        if problem is not None:
+            raise ValueError(f"bot audio: {problem}")
+        pcm = frame.pcm  # the usual case (mono at the playout rate) is passed on as it is
+        if frame.channels != 1:
+            pcm = to_mono(frame.samples, frame.channels).tobytes()
         if frame.sample_rate != playout.sample_rate:
-            resampler = self._resamplers.get(frame.sample_rate)
-            if resampler is None:
-                resampler = self._resamplers[frame.sample_rate] = Resampler(frame.sample_rate, playout.sample_rate)
+            resampler = self._resampler
+            if resampler is None or resampler.in_rate != frame.sample_rate:
+                self.flush(playout)  # another source rate: the previous stream has ended
+                resampler = self._resampler = Resampler(frame.sample_rate, playout.sample_rate)
             pcm = resampler.process_bytes(pcm)
+            self._tail_meta = (frame.turn_id, frame.uninterruptible)
+        else:
+            self.flush(playout)
         while playout.full:
             self.space.clear()
             await self.space.wait()
         playout.push(pcm, frame.text, frame.turn_id, frame.uninterruptible)
+
+    def flush(self, playout: PlayoutBuffer) -> None:
+        """End of an utterance: queue what the resampler still holds (the last few ms)."""
+        if self._resampler is None:
+            return
+        tail = self._resampler.flush()
+        self._resampler = None
+        if len(tail):
+            turn_id, uninterruptible = self._tail_meta
+            playout.push(tail.tobytes(), "", turn_id, uninterruptible)
+
+    def drop(self) -> None:
+        """Interrupt: what the resampler holds must not be heard (unless uninterruptible)."""
+        if self._resampler is not None and not self._tail_meta[1]:
+            self._resampler = None
+        self.space.set()
+

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import numpy as np
 
 _INT16_SCALE = 32767.0
@@ -26,6 +28,21 @@ def to_mono(samples: np.ndarray, channels: int) -> np.ndarray:
         return samples
     mixed = samples.reshape(-1, channels).astype(np.int32).mean(axis=1)
     return mixed.astype(np.int16)
+
+
+def pcm_problem(num_bytes: int, sample_rate: object, channels: object) -> str | None:
+    """What makes interleaved int16 PCM of this shape unusable, or None if it is fine.
+
+    Checked where audio enters the graph, so a bad format is named there instead
+    of surfacing as a numpy error (reshape, division by zero) in a node downstream.
+    """
+    if not isinstance(sample_rate, Integral) or isinstance(sample_rate, bool) or sample_rate <= 0:
+        return f"sample rate {sample_rate!r} Hz is not usable (a positive whole number is needed)"
+    if not isinstance(channels, Integral) or isinstance(channels, bool) or channels < 1:
+        return f"channel count {channels!r} is not usable (at least 1 is needed)"
+    if num_bytes % (2 * channels):
+        return f"{num_bytes} bytes is not whole {channels}-channel int16 samples (8-bit or truncated audio?)"
+    return None
 
 
 def rms_dbfs(samples: np.ndarray) -> float:

@@ -2,7 +2,10 @@
 
 One ``Resampler`` per stream: soxr keeps filter state between chunks, so
 20 ms frames resample without clicks at frame edges (resampling each chunk on
-its own is what makes telephony audio sound choppy).
+its own is what makes telephony audio sound choppy). The filter also holds the
+newest few ms back (up to ~65 ms at "HQ"), so whoever knows a stream has ended
+(the end of a TTS utterance) calls :meth:`Resampler.flush`, or its last words
+are cut short.
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ class Resampler:
 
     def process_bytes(self, pcm: bytes, last: bool = False) -> bytes:
         return self.process(pcm, last).tobytes()
+
+    def flush(self) -> np.ndarray:
+        """The audio the filter still holds; the stream then starts afresh (reusable)."""
+        if self._stream is None:
+            return np.zeros(0, dtype=np.int16)
+        tail = self._stream.resample_chunk(np.zeros((0, self.channels), dtype=np.int16), last=True)
+        self._stream.clear()
+        return tail.reshape(-1)
 
 
 def resample(samples: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:

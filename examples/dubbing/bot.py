@@ -55,6 +55,7 @@ async def build_dubbing(source: str, target: str, *, live: bool, reference: Refe
         # A file has no listener: no pacing, and a slow server is waited for, not replaced.
         max_ahead_s=3.0 if live else None,
         first_audio_timeout=2.5 if live else 15.0, read_timeout=5.0 if live else 15.0,
+        hedge_after_s=0.4 if live else None,  # live: piper covers a silent server within a second
     )
     translate = TranslatorNode(translator(source, target), source, target)
     nodes: list[Node] = [VADNode(VADParams(hangover_ms=500.0))]

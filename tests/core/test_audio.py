@@ -64,6 +64,34 @@ def test_streaming_resampler_matches_one_shot_and_has_no_edge_clicks() -> None:
     assert np.sqrt(np.mean(err**2)) < 150
 
 
+@pytest.mark.parametrize("quality", ["HQ", "QQ"])
+@pytest.mark.parametrize(("rate_in", "rate_out"), [(24000, 16000), (22050, 16000), (8000, 16000), (16000, 8000),
+                                                   (44100, 48000), (48000, 16000)])
+def test_a_flushed_stream_is_as_long_as_its_input_and_the_resampler_is_reusable(
+    rate_in: int, rate_out: int, quality: str
+) -> None:
+    """The filter holds up to ~65 ms back; flushed, nothing of an utterance's end is lost."""
+    stream = Resampler(rate_in, rate_out, quality=quality)
+    for seconds in (0.73, 1.5):  # two utterances through one resampler
+        n = int(rate_in * seconds)
+        tone = (np.sin(2 * np.pi * 300 * np.arange(n) / rate_in) * 10000).astype(np.int16)
+        step = rate_in // 50
+        got = sum(len(stream.process(tone[i : i + step])) for i in range(0, n, step)) + len(stream.flush())
+        assert abs(got / rate_out - n / rate_in) <= 0.001, f"{got} samples for {n / rate_in:.3f} s"
+
+
+def test_pcm_problem_names_unusable_formats() -> None:
+    from agent.audio import pcm_problem
+
+    assert pcm_problem(640, 16000, 1) is None and pcm_problem(0, 8000, 2) is None
+    assert pcm_problem(640, np.int64(16000), 1) is None  # numpy ints from a transport are fine
+    assert "sample rate 0 Hz" in (pcm_problem(640, 0, 1) or "")
+    assert "sample rate 16000.5 Hz" in (pcm_problem(640, 16000.5, 1) or "")
+    assert "channel count 0" in (pcm_problem(640, 16000, 0) or "")
+    assert "641 bytes is not whole 1-channel" in (pcm_problem(641, 16000, 1) or "")
+    assert "642 bytes is not whole 2-channel" in (pcm_problem(642, 16000, 2) or "")
+
+
 def test_resampler_is_a_no_op_at_equal_rates() -> None:
     data = np.arange(100, dtype=np.int16)
     assert np.array_equal(Resampler(16000, 16000).process(data), data)

@@ -129,6 +129,43 @@ async def test_failing_hook_gets_a_spoken_apology_and_the_call_continues() -> No
     await task
 
 
+@pytest.mark.parametrize("silent", ["before_the_first_token", "between_tokens"])
+async def test_a_hook_that_goes_quiet_is_cut_off_with_an_apology(silent: str) -> None:
+    closed: list[int] = []
+
+    async def hook(conv, user):  # type: ignore[no-untyped-def]
+        try:
+            if user.turn_id == 1:
+                if silent == "between_tokens":
+                    yield "Let me check that for you."
+                await asyncio.Event().wait()  # a model that never answers (or hangs mid-answer)
+            yield "fine"
+        finally:
+            closed.append(user.turn_id)  # the hook's stream was closed, not left running
+
+    node = LLMNode(hook, apology="Sorry, say that again?", first_token_timeout_s=0.3, stall_timeout_s=0.3)
+    session, task, sink = await run_llm(node)
+    errors: list[ErrorFrame] = []
+    session.subscribe(lambda f, d: errors.append(f) if isinstance(f, ErrorFrame) else None)
+    await session.push(UserTurnFrame(text="when are you open?", turn_id=1))
+    await asyncio.sleep(0.2)
+    assert not sink.of(LLMTurnEndFrame)  # still within the limit: no apology yet
+    await asyncio.sleep(0.25)
+    texts = [f.text for f in sink.of(LLMTextFrame)]
+    said = "Let me check that for you. Sorry, say that again?"
+    assert "".join(texts) == (said if silent == "between_tokens" else "Sorry, say that again?")
+    assert sink.of(LLMTurnEndFrame)[0].turn_id == 1 and closed == [1]
+    expected = "no first token" if silent == "before_the_first_token" else "no further token"
+    assert errors and errors[0].message == f"LLM failed: {expected} from the hook within 0.3 s"
+    assert not errors[0].fatal
+    assert node.conversation.messages[-1].content == "".join(texts)
+    await session.push(UserTurnFrame(text="again", turn_id=2))  # the call goes on
+    await asyncio.sleep(0.05)
+    assert [f.text for f in sink.of(LLMTextFrame)][-1] == "fine" and not task.done()
+    await session.cancel()
+    await task
+
+
 async def test_dtmf_reaches_the_hook_as_user_input() -> None:
     seen = []
 

@@ -1,11 +1,12 @@
 """Faults in a live call, judged by what the caller hears and what is left behind.
 
-* the Voxtral server refuses, times out, is unreachable or drops the stream
-  mid-sentence → the fallback voice (piper) is heard within 1 s;
-* the LLM errors or times out → the caller hears an apology and the next turn
-  is answered;
-* the STT model raises → the call goes on (retry, or the caller is asked to
-  repeat) — not yet: see the xfail below;
+* the Voxtral server refuses, stays silent, is unreachable or drops the stream
+  mid-sentence → the fallback voice (piper) is heard within 1 s of the answer's
+  text (a silent server is hedged: piper starts on the clause after 0.4 s);
+* the LLM errors or times out, or the hook never answers → the caller hears an
+  apology and the next turn is answered;
+* the STT model raises → the turn is retried once, then the caller is asked
+  to repeat, and the call goes on;
 * the transport disconnects mid-utterance or mid-answer → the session ends at
   once with the caller's reason, nothing escapes to the event loop, no task of
   the call is left running;
@@ -44,6 +45,7 @@ from agent.llm import LLMNode
 from agent.node import Node
 from agent.openai_llm import OpenAICompatibleLLM
 from agent.session import Session
+from agent.workers import run_blocking
 from tests.llm.openai_emulator import ChatEmulator
 from tests.reliability.helpers import (
     first_audio_after,
@@ -74,6 +76,9 @@ def whisper():  # type: ignore[no-untyped-def]
 async def voxtral() -> AsyncIterator[VoxtralEmulator]:
     emulator = VoxtralEmulator("vllm-omni", rtf=0.05)
     await emulator.start()
+    # The emulator's voice is piper on this machine's CPU (a real server's GPU is elsewhere): have the
+    # answer ready in its cache, so it does not compete with the fallback voice for the same cores.
+    await run_blocking(emulator.speech, ANSWER, pool="tts")
     yield emulator
     await emulator.close()
 
@@ -107,17 +112,15 @@ async def test_voxtral_fault_is_covered_by_the_fallback_voice_within_a_second(
 ) -> None:
     voxtral.faults.__init__()  # type: ignore[misc]
     url = voxtral.url
-    options: dict[str, float] = {}
     if fault == "refused_503":
         voxtral.faults.update({"refuse_status": 503})
     elif fault == "connection_refused":
         url = f"http://127.0.0.1:{unused_port()}"
     elif fault == "timeout":
-        voxtral.faults.update({"ttfa_s": 30.0})
-        options["first_audio_timeout"] = 0.6  # the default is 2.5 s: see the closing note
+        voxtral.faults.update({"ttfa_s": 30.0})  # defaults: hedged after 0.4 s, no 2.5 s wait
     else:
         voxtral.faults.update({"drop_after_bytes": 40_000})  # ~0.8 s of audio, then the TCP connection dies
-    node = VoxtralTTSNode(url, "vllm-omni", voice="casual_female", fallback=PiperTTSNode(), **options)
+    node = VoxtralTTSNode(url, "vllm-omni", voice="casual_female", fallback=PiperTTSNode())
     output = RecordingOutput(sample_rate=16000)
     session = Session([node, output], output_sample_rate=16000)
     errors: list[ErrorFrame] = []
@@ -135,11 +138,9 @@ async def test_voxtral_fault_is_covered_by_the_fallback_voice_within_a_second(
 
     first = first_audio_after(output, asked)
     assert first is not None
-    # Refusals are known at once; a silent server only after ``first_audio_timeout``. From the
-    # moment the fault is known, the caller hears the fallback voice within a second.
-    known = asked + options.get("first_audio_timeout", 0.0)
-    print(f"\n{fault}: fallback heard {first - known:.3f} s after the fault was known; longest gap {longest_gap(output):.3f} s")
-    assert first - known < 1.0, f"fallback heard {first - known:.2f} s after the fault was known"
+    # End to end: from the answer's text to the first sound the caller hears, whatever the fault.
+    print(f"\n{fault}: first audio {first - asked:.3f} s after the text; longest gap {longest_gap(output):.3f} s")
+    assert first - asked <= 1.0, f"first audio {first - asked:.2f} s after the text"
     assert longest_gap(output) < 1.0  # a cut mid-sentence is bridged too
     words = await heard(whisper, output)
     assert "tuesday" in words and "afternoon" in words, words
@@ -191,6 +192,35 @@ async def test_llm_failure_is_apologised_for_and_the_call_goes_on(fault: str, wh
     assert any(e.message.startswith("LLM failed") and not e.fatal for e in errors)
 
 
+async def test_an_llm_hook_that_never_answers_is_cut_off_by_the_apology(whisper) -> None:  # type: ignore[no-untyped-def]
+    """No client timeout to help: the hook just never yields. LLMNode's own limit ends the silence."""
+
+    async def hung(conversation, user):  # type: ignore[no-untyped-def]
+        await asyncio.Event().wait()
+        yield "never"
+
+    output = RecordingOutput(sample_rate=16000)
+    node = LLMNode(hung, first_token_timeout_s=0.8, apology="Sorry, please say that again.")
+    session = Session([node, PiperTTSNode(), output], output_sample_rate=16000)
+    errors: list[ErrorFrame] = []
+    session.subscribe(lambda f, _d: errors.append(f) if isinstance(f, ErrorFrame) else None)
+    task = await started(session)
+    try:
+        asked = time.monotonic()
+        await session.push(UserTurnFrame(text="When are you open?", turn_id=1))
+        await wait_for(lambda: first_audio_after(output, asked) is not None, timeout=5)
+        apology_at = first_audio_after(output, asked)
+        await wait_for(lambda: not output.speaking, timeout=15)
+        apology = await heard(whisper, output, since=asked)
+        assert not task.done()
+    finally:
+        await session.cancel()
+        await task
+    assert apology_at is not None and 0.8 <= apology_at - asked < 1.8
+    assert "sorry" in apology and "again" in apology, apology
+    assert [e.message for e in errors] == ["LLM failed: no first token from the hook within 0.8 s"]
+
+
 # ---------------------------------------------------------------------- STT
 
 
@@ -205,33 +235,75 @@ class Tap(Node):
         await self.emit(frame, direction)
 
 
-@pytest.mark.xfail(strict=True, reason="WhisperSTTNode lets a transcription error fail the node, which ends "
-                   "the call; it should retry the turn once and then ask the caller to repeat")
-async def test_stt_model_error_does_not_end_the_call(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_stt_model_error_does_not_end_the_call(monkeypatch, whisper) -> None:  # type: ignore[no-untyped-def]
+    """The model raises: a retry covers one failure; after two the bot asks again; the call goes on."""
+    import stt.whisper as whisper_module
+    from agent.turns import TurnTaker
+    from agent.vad import VADNode
+    from stt.whisper import WhisperSTTNode
+
+    real = whisper_module.transcribe_clip
+    plan = ["fail", "fail", "fail"]  # turn 1: both tries fail; turn 2: the retry works
+
+    def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if plan and plan.pop(0) == "fail":
+            raise RuntimeError("CUDA error: out of memory (emulated)")
+        return real(*args, **kwargs)
+
+    async def desk(conversation, user):  # type: ignore[no-untyped-def]
+        yield "Yes, Friday at ten is free." if "appointment" in user.text.lower() else "We open at nine."
+
+    monkeypatch.setattr(whisper_module, "transcribe_clip", flaky)
+    caller = ScriptedInput([Segment(speech("What are your opening hours?"), gap_s=0.3),
+                            Segment(speech("Can I book an appointment?"), gap_s=4.5),
+                            Segment(gap_s=2.2)], end_after_s=0.1)  # the caller listens to the answer
+    stt, tap, output = WhisperSTTNode(interims="off", speculative=False), Tap(), RecordingOutput(sample_rate=16000)
+    session = Session([caller, VADNode(), stt, tap, TurnTaker(), LLMNode(desk), PiperTTSNode(), output],
+                      output_sample_rate=16000)
+    errors: list[ErrorFrame] = []
+    session.subscribe(lambda f, _d: errors.append(f) if isinstance(f, ErrorFrame) else None)
+    result = await asyncio.wait_for(session.run(), 40)
+
+    assert result.reason == "script_finished", result.error
+    first_end = caller.onsets[0] + len(speech("What are your opening hours?")) / 16000
+    asked_again = await heard(whisper, output, since=first_end, until=caller.onsets[1])
+    answered = await heard(whisper, output, since=caller.onsets[1])
+    print(f"\nasked again: {asked_again!r}; answered: {answered!r}")
+    assert "sorry" in asked_again and "again" in asked_again, asked_again
+    assert first_audio_after(output, first_end) - first_end < 2.5  # type: ignore[operator]
+    assert "friday" in answered, answered  # the second turn was transcribed on its retry and answered
+    finals = [f.text.lower() for f in tap.frames if isinstance(f, TranscriptionFrame) and f.final]
+    assert any("appointment" in t for t in finals), finals
+    assert stt.failures == {"final": 3, "partial": 0, "gave_up": 1}
+    assert len(errors) == 1 and not errors[0].fatal and errors[0].node == stt.name
+    assert "STT failed" in errors[0].message and "out of memory" in errors[0].message
+
+
+async def test_failed_partials_and_speculations_do_not_end_the_call(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Partials and speculative transcripts fail every time; the final (its own try) still arrives."""
     import stt.whisper as whisper_module
     from agent.vad import VADNode
     from stt.whisper import WhisperSTTNode
 
     real = whisper_module.transcribe_clip
-    calls = {"n": 0}
+    ran: list[int] = []
 
-    def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 1:
+    def partials_fail(model, audio, **kwargs):  # type: ignore[no-untyped-def]
+        ran.append(len(audio))
+        if len(ran) < 3:
             raise RuntimeError("CUDA error: out of memory (emulated)")
-        return real(*args, **kwargs)
+        return real(model, audio, **kwargs)
 
-    monkeypatch.setattr(whisper_module, "transcribe_clip", flaky)
-    caller = ScriptedInput([Segment(speech("What are your opening hours?"), gap_s=0.3),
-                            Segment(speech("Can I book an appointment?"), gap_s=1.5)], end_after_s=2.0)
-    tap = Tap()
-    session = Session([caller, VADNode(), WhisperSTTNode(interims="off", speculative=False), tap, RecordingOutput()])
-    result = await asyncio.wait_for(session.run(), 30)
+    monkeypatch.setattr(whisper_module, "transcribe_clip", partials_fail)
+    words = "I would like to book an appointment for Tuesday."
+    caller = ScriptedInput([Segment(speech(words), gap_s=0.3), Segment(gap_s=0.8)], end_after_s=0.1)
+    stt, tap = WhisperSTTNode(interims="always", interim_every_s=0.5), Tap()
+    result = await asyncio.wait_for(Session([caller, VADNode(), stt, tap, RecordingOutput()]).run(), 30)
     finals = [f.text.lower() for f in tap.frames if isinstance(f, TranscriptionFrame) and f.final]
-    asked_to_repeat = any(isinstance(f, SpeakFrame) for f in tap.frames)
-    assert result.reason != "error", result.error
-    assert any("hours" in t for t in finals) or asked_to_repeat
-    assert any("appointment" in t for t in finals)
+    assert result.reason == "script_finished", result.error
+    assert stt.failures["partial"] >= 1 and stt.failures["gave_up"] == 0, stt.failures
+    assert any("appointment" in t for t in finals), finals
+    assert not any(isinstance(f, SpeakFrame) for f in tap.frames)
 
 
 # ------------------------------------------------------------ disconnects
@@ -425,7 +497,7 @@ async def test_carrier_socket_dropped_mid_utterance_ends_the_call_cleanly(how: s
     try:
         with loop_errors() as escaped:
             async with aiohttp.ClientSession() as http:
-                ws = await http.ws_connect(f"ws://127.0.0.1:{server.port}/twilio/media")
+                ws = await http.ws_connect(server.media_url("twilio"))
                 await ws.send_str(CARRIER_STARTS["twilio"])
                 for i in range(0, 160 * 50, 160):  # one second of the caller speaking
                     payload = base64.b64encode(voice[i : i + 160]).decode()

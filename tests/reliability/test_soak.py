@@ -1,6 +1,6 @@
 """A short soak over SIP with sipp as the caller and the local bot's models in-process.
 
-10 calls one after another, then 8 at once (about a minute). The full soak —
+6 calls one after another, then 8 at once (under a minute). The full soak —
 1 000 sequential calls, then 100 concurrent for 10 minutes — is
 ``python bench/soak.py --json``, or this test with ``VOXWIRE_SOAK=full``.
 """
@@ -30,7 +30,7 @@ async def test_soak_over_sip(tally: Counter[str]) -> None:
     if FULL:
         report = await soak(1000, 100, 600)
     else:
-        report = await soak(10, 8)
+        report = await soak(6, 8)  # keeps the suite near 3 min; the trend figures need the full run
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / ("soak_full.json" if FULL else "soak_quick.json")).write_text(json.dumps(report, indent=1) + "\n")
     tally["soak calls"] += report["calls_ended"]
@@ -41,9 +41,10 @@ async def test_soak_over_sip(tally: Counter[str]) -> None:
     # Nothing crashed, nothing escaped to the event loop, nothing was logged as an error.
     assert report["crashed_sessions"] == 0, report["crash_reasons"]
     assert not report["loop_exceptions"] and report["error_log_count"] == 0, report["error_log_lines"]
-    # One call at a time, the bot answers every call before the caller hangs up (2.2 s after asking).
+    # One call at a time, the bot answers every call (one miss allowed) before the caller hangs up
+    # (2.2 s after asking).
     sequential = report["turn_latency_sequential"]
-    assert sequential["all"]["n"] >= 0.9 * report["sequential"], sequential
+    assert sequential["all"]["n"] >= report["sequential"] - 1, sequential
     # Nothing of the calls is left behind once they end: tasks and descriptors back to idle; the
     # worker pools may have grown to their size (one thread per core per pool), no more.
     assert report["tasks_idle"][1] <= report["tasks_idle"][0]

@@ -13,7 +13,9 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import numpy as np
 import pytest
+import pytest_asyncio
 
 from agent import Node, Pipeline, Session
 from agent.frames import (
@@ -74,6 +76,17 @@ class Tap(Node):
         await self.emit(frame, direction)
 
 
+async def warm(emulator: VoxtralEmulator, text: str) -> None:
+    """Have the emulator's speech for ``text`` ready (it caches it), so its first audio is immediate.
+
+    The emulator synthesizes a whole sentence before sending any of it; on a busy machine that
+    can outlast the node's hedge, and a test about a later fault would become a hedging test.
+    """
+    from agent.workers import run_blocking
+
+    await run_blocking(emulator.speech, text, pool="tts")
+
+
 @asynccontextmanager
 async def call(emulator: VoxtralEmulator, **node_args) -> AsyncIterator[Call]:  # type: ignore[no-untyped-def]
     node = VoxtralTTSNode(emulator.url, emulator.dialect, api_key=API_KEY, **node_args)
@@ -84,7 +97,8 @@ async def call(emulator: VoxtralEmulator, **node_args) -> AsyncIterator[Call]:  
     running = Call(node, output, session)
     tap.frames = running.audio_frames
     task = asyncio.create_task(session.run())
-    await asyncio.sleep(0.05)
+    await asyncio.wait({task, asyncio.ensure_future(session.started.wait())}, timeout=30,
+                       return_when=asyncio.FIRST_COMPLETED)  # voices loaded: the clock starts now
     try:
         yield running
     finally:
@@ -167,6 +181,7 @@ async def test_server_failure_mid_sentence_falls_back_to_the_local_voice(emulato
     emulator = emulators["vllm-omni"]
     emulator.faults.update({"drop_after_bytes": 40000})  # two 400 ms chunks, then the connection dies
     text = "Your next appointment is on Tuesday at three in the afternoon with doctor Patel."
+    await warm(emulator, text)
     async with call(emulator, voice="casual_female", fallback=PiperTTSNode()) as c:
         await c.say(text)
         await c.until_quiet(timeout=20)
@@ -181,6 +196,7 @@ async def test_server_failure_mid_sentence_falls_back_to_the_local_voice(emulato
 async def test_a_stalled_stream_is_cut_before_the_caller_hears_a_long_silence(emulators) -> None:  # type: ignore[no-untyped-def]
     emulator = emulators["mistral"]
     emulator.faults.update({"stall_after_bytes": 40000})
+    await warm(emulator, "Please hold while I transfer you to the billing department.")
     async with call(emulator, voice="en_paul_neutral", fallback=PiperTTSNode(), read_timeout=10) as c:
         await c.say("Please hold while I transfer you to the billing department.")
         await c.until_quiet(timeout=20)
@@ -228,3 +244,103 @@ async def test_an_unreachable_server_still_gets_the_caller_an_answer(emulators) 
     await task
     assert output.first_audio_at() is not None and output.first_audio_at() - started < 1.0
     assert "cannot reach Voxtral server" in errors[0].message and not errors[0].fatal
+
+
+# ------------------------------------------------------------------ hedging
+# The server below speaks a pure 1 kHz tone instead of words, so every 20 ms the
+# caller heard can be told apart: the server's voice (tone) or piper's (speech).
+
+TONE_HZ = 1000.0
+
+
+def _tone_speech(text: str) -> np.ndarray:
+    """The emulated server's 'voice': a steady tone as long as the text would be spoken."""
+    t = np.arange(int(24000 * 0.065 * max(len(text), 1))) / 24000
+    return (0.3 * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
+
+
+def _voice_of(pcm: bytes, rate: int = 16000) -> str | None:
+    """'server' for the tone, 'fallback' for speech, None for (near) silence."""
+    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
+    if np.sqrt(np.mean(samples**2)) < 100:
+        return None
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples)))) ** 2
+    freqs = np.fft.rfftfreq(len(samples), 1 / rate)
+    near_tone = spectrum[np.abs(freqs - TONE_HZ) <= 150].sum() / spectrum.sum()
+    return "server" if near_tone > 0.8 else "fallback"
+
+
+class SlowPiper(PiperTTSNode):
+    """Piper that needs ``delay`` s more per clause, and notes whether its work was cut off."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.cancelled = 0
+
+    async def synthesize(self, text: str) -> AsyncIterator[np.ndarray]:
+        try:
+            await asyncio.sleep(self.delay)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        async for chunk in super().synthesize(text):
+            yield chunk
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def tone_server() -> AsyncIterator[VoxtralEmulator]:
+    emulator = VoxtralEmulator("vllm-omni", speech=_tone_speech, rtf=0.05)
+    await emulator.start()
+    yield emulator
+    await emulator.close()
+
+
+@pytest.mark.parametrize(("server", "ttfa_s"), [("silent", 30.0), ("slow", 1.2)])
+async def test_a_silent_or_slow_server_is_covered_by_the_fallback_within_a_second(
+    tone_server: VoxtralEmulator, server: str, ttfa_s: float
+) -> None:
+    tone_server.faults.__init__()  # type: ignore[misc]
+    tone_server.requests.clear()
+    tone_server.faults.update({"ttfa_s": ttfa_s})
+    text = "Your appointment is on Tuesday at three in the afternoon."
+    try:
+        async with call(tone_server, voice="casual_female", fallback=PiperTTSNode()) as c:
+            said = await c.say(text)
+            await c.until_quiet(timeout=10, quiet=1.5)  # long enough for a slow server's late audio to show
+    finally:
+        tone_server.faults.__init__()  # type: ignore[misc]
+    voices = [(t, _voice_of(pcm)) for t, pcm in c.output.ticks if pcm]
+    heard = [t for t, voice in voices if voice is not None]
+    print(f"\n{server} server: fallback heard {heard[0] - said:.3f} s after the clause")
+    # End to end — from the clause to the first sound the caller hears — within a second.
+    assert heard and heard[0] - said <= 1.0
+    # One voice for the clause: the server's late audio was dropped, never played after piper's.
+    assert {voice for _, voice in voices} - {None} == {"fallback"}
+    assert len(c.output.audio) / 16000 > 2.0  # the whole sentence, not a fragment
+    assert c.node.hedges == {"started": 1, "fallback_won": 1, "server_won": 0}
+    errors = c.of(ErrorFrame)
+    assert len(errors) == 1 and not errors[0].fatal and "fallback voice was ready first" in errors[0].message
+    assert len(tone_server.requests) == 1 and tone_server.requests[0].client_disconnected
+    assert tone_server.requests[0].audio_bytes_sent == 0
+
+
+async def test_a_server_that_answers_during_the_hedge_still_speaks_alone(tone_server: VoxtralEmulator) -> None:
+    """The fallback started but the server's audio came first: only the server is heard."""
+    tone_server.faults.__init__()  # type: ignore[misc]
+    tone_server.requests.clear()
+    tone_server.faults.update({"ttfa_s": 0.7})  # after the hedge starts (0.4 s), before the slow fallback
+    fallback = SlowPiper(delay=0.8)
+    try:
+        async with call(tone_server, voice="casual_female", fallback=fallback) as c:
+            said = await c.say("Your appointment is on Tuesday at three.")
+            await c.until_quiet(timeout=10, quiet=1.0)
+    finally:
+        tone_server.faults.__init__()  # type: ignore[misc]
+    voices = [(t, _voice_of(pcm)) for t, pcm in c.output.ticks if pcm]
+    heard = [t for t, voice in voices if voice is not None]
+    assert heard and heard[0] - said <= 1.0
+    assert {voice for _, voice in voices} - {None} == {"server"}
+    assert c.node.hedges == {"started": 1, "fallback_won": 0, "server_won": 1}
+    assert fallback.cancelled == 1  # the loser's synthesis was stopped, not left running
+    assert not c.of(ErrorFrame) and tone_server.requests[0].completed

@@ -121,6 +121,7 @@ class CarrierOutput(Node):
         elif isinstance(frame, OutputPauseFrame) and self.playout is not None:
             self.playout.paused = frame.paused
         elif isinstance(frame, (TTSStoppedFrame, LLMTurnEndFrame)) and self.playout is not None:
+            self._intake.flush(self.playout)  # end of an utterance: its last few ms go out too
             self.playout.flush_partial()
             self._ensure_sender()
         elif isinstance(frame, DTMFFrame) and frame.id not in self.call.caller_digit_ids:
@@ -233,6 +234,7 @@ class CarrierOutput(Node):
     async def wait_heard(self, timeout: float | None = None) -> None:
         """Until every queued chunk has been sent and acknowledged (or dropped)."""
         if self.playout is not None:
+            self._intake.flush(self.playout)
             self.playout.flush_partial()
             if len(self.playout):
                 self._ensure_sender()
@@ -248,7 +250,7 @@ class CarrierOutput(Node):
             return
         playout.drop()
         playout.paused = False
-        self._intake.space.set()
+        self._intake.drop()
         if self.marks.playing_uninterruptible:
             return  # the caller is hearing something that must finish
         had_audio = bool(len(self.marks)) or self.speaking

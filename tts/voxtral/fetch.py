@@ -32,6 +32,8 @@ class Fetch:
     stream: SpeechStream
     wake: asyncio.Event
     queue: asyncio.Queue[Item] = field(default_factory=asyncio.Queue)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # the first item (audio, failure or end) is in
+    error: VoxtralError | None = None  # why the stream failed, if it did
     task: asyncio.Task[Any] = field(init=False)
     received: int = 0  # samples that arrived
     consumed: int = 0  # samples handed to the node for playout
@@ -46,14 +48,19 @@ class Fetch:
                 async for pcm in self.stream:
                     self.received += len(pcm)
                     self.queue.put_nowait(pcm)
+                    if len(pcm):
+                        self.arrived.set()
                     self.wake.set()
             self.queue.put_nowait(None)
         except VoxtralError as exc:
+            self.error = exc
             self.queue.put_nowait(exc)
         except httpx.HTTPError as exc:  # anything the client did not map is still a server failure
             log.exception("unexpected HTTP failure from the Voxtral server")
-            self.queue.put_nowait(VoxtralError(f"HTTP failure talking to the server: {exc!r}"))
+            self.error = VoxtralError(f"HTTP failure talking to the server: {exc!r}")
+            self.queue.put_nowait(self.error)
         finally:
+            self.arrived.set()
             self.wake.set()
 
     @property

@@ -14,6 +14,11 @@ out). What this node adds for a remote GPU server:
 * **faults** — refused, timed-out, broken or stalled streams become a non-fatal
   ``ErrorFrame`` upstream, and the ``fallback`` node (e.g. piper) speaks the
   rest of the clause and of the turn, so the caller is not left in silence;
+* **hedging** — a server that is merely silent is not known to have failed, so
+  after ``hedge_after_s`` without a clause's first audio the fallback starts on
+  the same clause, and whichever voice has audio first speaks it; the other is
+  cancelled unheard. A silent or slow server thus costs the caller well under a
+  second of dead air instead of ``first_audio_timeout``;
 * **metrics** — a ``MetricsFrame`` per request: server TTFA, framework delay
   (first byte → first frame), RTF, and bytes thrown away by cancellation.
 """
@@ -48,6 +53,7 @@ from tts.text_aggregator import ClauseAggregator
 from tts.voxtral.client import VoxtralClient
 from tts.voxtral.errors import VoxtralCloningUnavailable, VoxtralError, VoxtralTimeout
 from tts.voxtral.fetch import Fetch, remaining_text
+from tts.voxtral.hedge import Hedge
 from tts.voxtral.protocol import SAMPLE_RATE, Dialect
 from tts.voxtral.voices import DEFAULT_VOICE, AudioSource, ReferenceClip, check_voice, load_reference
 
@@ -63,9 +69,16 @@ class VoxtralTTSNode(TTSNode):
     Give ``voice`` (a preset of the dialect) or ``ref_audio`` (a clip to clone:
     path, file bytes, ``(samples, rate)`` or a ``ReferenceClip``). ``fallback`` is
     a TTS node owned by this one (not placed in the pipeline) that takes over
-    when the server fails. Timeouts: ``first_audio_timeout`` bounds the wait for
-    a turn's first audio; later, a stream may stall only as long as the audio
-    already queued plus ``dead_air_s`` before the fallback speaks.
+    when the server fails. Timeouts: with a fallback, a clause whose first
+    audio has not come ``hedge_after_s`` after the caller ran out of audio is
+    raced against the fallback (None: never); without one, ``first_audio_timeout``
+    bounds the wait for a turn's first audio. Later, a stream may stall only as
+    long as the audio already queued plus ``dead_air_s`` before the fallback speaks.
+
+    ``hedge_after_s`` defaults to 0.4 s: Voxtral's time to first audio is
+    ~0.1-0.3 s on a warm GPU (a little more over the hosted API), so a healthy
+    server rarely loses the race, and piper needs ~0.1-0.5 s for a clause on a
+    busy CPU, so the fallback is heard within a second of a silent server.
     """
 
     def __init__(
@@ -85,6 +98,7 @@ class VoxtralTTSNode(TTSNode):
         connect_timeout: float = 3.0,
         read_timeout: float = 5.0,
         first_audio_timeout: float = 2.5,
+        hedge_after_s: float | None = 0.4,
         dead_air_s: float = 0.7,
         retry_after_s: float = 5.0,
         validate_voice: bool = True,
@@ -113,6 +127,8 @@ class VoxtralTTSNode(TTSNode):
         self.max_ahead_s = max_ahead_s
         self.max_in_flight = max_in_flight
         self.first_audio_timeout = first_audio_timeout
+        self.hedge_after_s = hedge_after_s
+        self.hedges = {"started": 0, "fallback_won": 0, "server_won": 0}
         self.dead_air_s = dead_air_s
         self.retry_after_s = retry_after_s
         self.validate_voice = validate_voice
@@ -220,7 +236,18 @@ class VoxtralTTSNode(TTSNode):
         self._current = self._spoken = fetch
         fetch.t_consume_start = time.monotonic()
         self._wake.set()  # the pacer may now fetch the clause after this one
+        hedge: Hedge | None = None
         try:
+            hedge = await self._hedge(fetch, text, uninterruptible)
+            if hedge is not None and hedge.won:
+                waited = time.monotonic() - fetch.t_consume_start
+                failure = fetch.error or VoxtralTimeout(
+                    f"Voxtral server sent no audio for {waited:.1f} s; the fallback voice was ready first"
+                )
+                await self._request_failed(fetch, failure, turn_id)
+                async for chunk in hedge.chunks():
+                    yield chunk
+                return
             while (item := await self._next_item(fetch)) is not None:
                 fetch.consumed += len(item)
                 yield item
@@ -231,7 +258,54 @@ class VoxtralTTSNode(TTSNode):
                 yield chunk
         finally:
             self._current = None
+            if hedge is not None:
+                hedge.task.cancel()  # the loser, or a winner cut short by an interrupt
         self._wake.set()
+
+    async def _hedge(self, fetch: Fetch, text: str, uninterruptible: bool) -> Hedge | None:
+        """Race the fallback against a server that is late with a clause's first audio.
+
+        Waits until ``hedge_after_s`` after the caller runs out of queued audio;
+        if the server's first audio is still not in, the fallback synthesizes
+        the clause on the side, and whichever has audio first wins (``won`` on
+        the returned hedge: the fallback's). Nothing is played during the race,
+        so the caller hears one voice per clause, never both.
+        """
+        if self.fallback is None or self.hedge_after_s is None or fetch.arrived.is_set():
+            return None
+        queued = max(0.0, self._playout_end - time.monotonic())
+        try:
+            await asyncio.wait_for(fetch.arrived.wait(), queued + self.hedge_after_s)
+            return None
+        except TimeoutError:
+            pass
+        hedge = Hedge(self._fallback_audio(text))
+        hedge.task = self.spawn(hedge.run(), interruptible=not uninterruptible)
+        self.hedges["started"] += 1
+        server = asyncio.ensure_future(fetch.arrived.wait())
+        fallback = asyncio.ensure_future(hedge.ready.wait())
+        try:
+            done, _ = await asyncio.wait({server, fallback}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # an interrupt mid-race: neither voice is heard
+            hedge.task.cancel()
+            raise
+        finally:
+            server.cancel()
+            fallback.cancel()
+        if fetch.received and (server in done or not hedge.has_audio):
+            # The server was first: its voice speaks, the fallback's audio is never heard.
+            hedge.task.cancel()
+            await asyncio.wait({hedge.task})
+            self.hedges["server_won"] += 1
+            log.info("%s: server audio came %.2f s after the clause, before the fallback's", self.name,
+                     time.monotonic() - (fetch.t_consume_start or 0.0))
+            return None
+        if not fetch.received and fetch.error is None and fetch.task.done():
+            hedge.task.cancel()  # the server ended the clause with no audio at all: nothing to say
+            return None
+        hedge.won = True  # first with audio, or the server failed while it worked
+        self.hedges["fallback_won"] += 1
+        return hedge
 
     async def _next_item(self, fetch: Fetch) -> np.ndarray | None:
         """The next chunk, or raise; a silent server gets only as long as queued audio lasts."""
@@ -383,3 +457,4 @@ class VoxtralTTSNode(TTSNode):
         row = fetch.metrics(error)
         self.requests.append(row)
         await self.emit(MetricsFrame(name=REQUEST_METRIC, turn_id=fetch.turn_id, value=row["ttfa_ms"], data=row))
+
