@@ -6,16 +6,20 @@ PIP := $(VENV)/bin/pip
 # Debian packages: speech for test callers (espeak-ng, sox), real peers (mosquitto, sipp, chromium, firefox).
 TEST_SYSTEM_PACKAGES := espeak-ng sox mosquitto mosquitto-clients sip-tester chromium chromium-driver firefox-esr openssl iproute2
 DEMO_SYSTEM_PACKAGES := espeak-ng sox
+# Opt-in impaired-network runs (tests/reliability/test_impaired.py): iptables and NFQUEUE, whose
+# Python binding (the [impaired] extra) is built from source. Root only; not part of `make test`.
+IMPAIRED_SYSTEM_PACKAGES := iptables libnetfilter-queue-dev build-essential python3-dev
 # Silero's wheel declares torch but its ONNX file needs only onnxruntime: install it without deps.
 SILERO := silero-vad==6.2.3
 PYTEST_ARGS ?=
 
-.PHONY: help demo test bench system-deps-test system-deps-demo clean
+.PHONY: help demo test test-impaired bench system-deps-test system-deps-demo clean
 
 help:
 	@echo "make demo   - create $(VENV), install the local models, run the offline demo call"
 	@echo "make test   - install system packages and dev extras, run the whole test suite"
 	@echo "make bench  - run the benchmarks in bench/"
+	@echo "make test-impaired - (root) SIP and WebRTC calls through 5 % loss and 40 +- 10 ms jitter, ~4 min"
 	@echo "after 'make demo': $(VENV)/bin/voxwire serve --transport webrtc --agent MODULE:OBJECT --port 8080  (browser page)"
 
 $(VENV)/bin/python:
@@ -44,6 +48,11 @@ demo: system-deps-demo $(VENV)/.local-installed
 
 test: system-deps-test $(VENV)/.dev-installed
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-impaired: system-deps-test $(VENV)/.dev-installed
+	bash .ci/system-deps.sh $(IMPAIRED_SYSTEM_PACKAGES)
+	$(PIP) install -q -e '.[impaired]'
+	VOXWIRE_IMPAIRED=1 $(PY) -m pytest -q -p no:cacheprovider tests/reliability/test_impaired.py $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev-installed
 	$(PY) bench/overhead.py

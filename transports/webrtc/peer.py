@@ -24,6 +24,7 @@ from agent.calls import CallInfo, CallManager
 from agent.session import Session
 from transports.webrtc.events import EventChannel
 from transports.webrtc.ice import rtc_configuration
+from transports.webrtc.jitter import install_jitter_buffers
 from transports.webrtc.tracks import OPUS_RATE, WebRTCInput, WebRTCOutput
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class PeerCall:
             raise BadOffer(f"unusable SDP offer ({type(exc).__name__}: {exc})"[:300]) from None
         if not any(t.kind == "audio" for t in self.pc.getTransceivers()):
             raise BadOffer("the offer has no audio section")
+        install_jitter_buffers(self.pc)  # aiortc's own loses ~5 frames per lost packet
         self.pc.addTrack(self.output.track)
         self.session = await self.manager.start_call(self.info, self.input, self.output)
         self.timings["session_started"] = time.monotonic()
@@ -165,18 +167,21 @@ class PeerCall:
         self._closing = True
         self.close_reason = reason
         try:
-            if self.session is not None:
-                await self.session.cancel(reason)
-                try:
-                    await asyncio.wait_for(self.manager.wait(self.session_id), 5.0)
-                except asyncio.TimeoutError:
-                    logger.warning("call %s: session did not stop within 5 s", self.session_id)
-            if self.events is not None:
-                self.events.close()
-            self.output.track.stop()
-            # Shielded: aiortc may be closing itself already (the browser hung up), and a
-            # cancelled waiter would cancel the future its own close task resolves.
-            await asyncio.shield(self.pc.close())
+            try:
+                if self.session is not None:
+                    await self.session.cancel(reason)
+                    try:
+                        await asyncio.wait_for(self.manager.wait(self.session_id), 5.0)
+                    except asyncio.TimeoutError:
+                        logger.warning("call %s: session did not stop within 5 s", self.session_id)
+                if self.events is not None:
+                    self.events.close()
+                self.output.track.stop()
+            finally:
+                # Whatever failed above, the connection (its ports, its DTLS task) is released.
+                # Shielded: aiortc may be closing itself already (the browser hung up), and a
+                # cancelled waiter would cancel the future its own close task resolves.
+                await asyncio.shield(self.pc.close())
         finally:
             current = asyncio.current_task()
             for task in self._watchers:

@@ -1,9 +1,10 @@
 """Audio between aiortc and the graph: the caller's track in, the bot's track out.
 
 ``WebRTCInput`` reads the browser's decoded Opus (48 kHz stereo), mixes it to
-mono, resamples it to the graph's rate and pushes it into the call. aiortc does
-not conceal lost packets, so a gap in the RTP timestamps becomes silence here:
-the VAD and STT keep counting media time correctly under packet loss.
+mono, resamples it to the graph's rate and pushes it into the call. Lost Opus
+packets are concealed by the decoder (``jitter.py`` asks for it); any other gap
+in the RTP timestamps (a long outage, G.711, aiortc's own jitter buffer) becomes
+silence here: the VAD and STT keep counting media time correctly under loss.
 
 ``BotAudioTrack`` is what aiortc sends. aiortc's sender asks it for one frame
 at a time; it waits until that frame is due on its own 20 ms clock and only
@@ -50,7 +51,9 @@ class WebRTCInput(InputTransport):
         self.on_track_ended: Callable[[], None] | None = None
         self._graph_started = False
         self._reader: asyncio.Task[None] | None = None
-        self._resampler: Resampler | None = None
+        # 48 kHz decoded Opus → the graph's rate. Not ``_resampler``: that name is the base
+        # class's own converter, and sharing it reset this one on every chunk pushed.
+        self._decoded_resampler: Resampler | None = None
         self._next_pts: int | None = None
 
     def attach_track(self, track: MediaStreamTrack) -> None:
@@ -88,8 +91,8 @@ class WebRTCInput(InputTransport):
     async def _push_frame(self, frame: AudioFrame) -> None:
         rate = frame.sample_rate
         mono = _mono_int16(frame)
-        if self._resampler is None or self._resampler.in_rate != rate:
-            self._resampler = Resampler(rate, self.sample_rate or 16000)
+        if self._decoded_resampler is None or self._decoded_resampler.in_rate != rate:
+            self._decoded_resampler = Resampler(rate, self.sample_rate or 16000)
             self._next_pts = None
         if frame.pts is not None:
             if self._next_pts is not None:
@@ -101,10 +104,10 @@ class WebRTCInput(InputTransport):
         await self._push(mono)
 
     async def _push(self, samples: np.ndarray) -> None:
-        assert self._resampler is not None
-        out = self._resampler.process(samples)
+        assert self._decoded_resampler is not None
+        out = self._decoded_resampler.process(samples)
         if len(out):
-            await self.push_audio(out.tobytes(), self._resampler.out_rate)
+            await self.push_audio(out.tobytes(), self._decoded_resampler.out_rate)
 
 
 def _mono_int16(frame: AudioFrame) -> np.ndarray:
