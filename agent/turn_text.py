@@ -40,6 +40,10 @@ _FLOOR_CUES = frozenset("sorry wait hold hang excuse pardon actually hey listen 
 #: Endings that usually take a complement ("can you tell me | what time ...").
 _OPEN_ENDINGS = (("tell", "me"), ("show", "me"), ("ask", "you"), ("wondering",), ("wonder",))
 _PREPOSITIONS = frozenset("for to at with on in of from about by into".split())
+#: A question may end on a stranded preposition or copula after a wh-word ("What can you
+#: help me with?", "Do you know where the pharmacy is?"): that is complete, not a cut.
+_WH_WORDS = frozenset("what who whom whose which where".split())
+_STRANDABLE = _PREPOSITIONS | frozenset("is are was were".split())
 #: Whisper finishes a clause cut after a preposition with a pronoun that was
 #: never said ("I need a refill for | ..." → "I need a refill for it.").
 _FILLED_IN = frozenset("it this that them".split())
@@ -82,6 +86,8 @@ def hold_for(text: str, holds: Holds) -> float:
     if not words:
         return holds.hold_default_ms
     last = words[-1]
+    if _stranded_question(stripped, words):
+        return holds.hold_question_ms
     if stripped.endswith((",", "...", "…", "-", ":")) or last in CONTINUATIONS:
         return holds.hold_incomplete_ms
     if not stripped.endswith("?") and set(words) <= _FLOOR_WORDS and _FLOOR_CUES.intersection(words):
@@ -102,6 +108,15 @@ def hold_for(text: str, holds: Holds) -> float:
     if len(words) <= 2 and words[0] not in _DETERMINERS:
         return holds.hold_complete_ms  # "Tuesday", "thank you": Whisper drops the full stop on short answers
     return holds.hold_default_ms
+
+
+def _stranded_question(text: str, words: list[str]) -> bool:
+    """ "What are you looking for?": a wh-word at least two words back, and the question mark.
+
+    Without the wh-word ("Could I book one for?") or right before the end ("Where is?")
+    it is Whisper punctuating a cut clause, which stays incomplete.
+    """
+    return text.endswith("?") and words[-1] in _STRANDABLE and bool(_WH_WORDS.intersection(words[:-2]))
 
 
 def _number_ending(text: str, words: list[str]) -> str | None:

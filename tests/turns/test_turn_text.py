@@ -33,6 +33,13 @@ P = TurnParams()
         ("Excuse me.", P.hold_incomplete_ms),
         ("Sorry?", P.hold_question_ms),  # "what did you say?"
         ("Sorry, I need to go.", P.hold_complete_ms),
+        ("Hi, what can you help me with?", P.hold_question_ms),  # a stranded preposition ends a question
+        ("Who am I speaking to?", P.hold_question_ms),
+        ("Do you know where the pharmacy is?", P.hold_question_ms),
+        ("Could I book one for?", P.hold_incomplete_ms),  # no wh-word: Whisper's "?" on a cut clause
+        ("Where is?", P.hold_incomplete_ms),
+        ("Could you check whether my?", P.hold_incomplete_ms),
+        ("What about the?", P.hold_incomplete_ms),
         ("Tuesday", P.hold_complete_ms),  # Whisper often drops the full stop of a one-word answer
         ("the addresses", P.hold_default_ms),
     ],
