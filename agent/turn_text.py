@@ -45,8 +45,9 @@ _PREPOSITIONS = frozenset("for to at with on in of from about by into".split())
 _WH_WORDS = frozenset("what who whom whose which where".split())
 _STRANDABLE = _PREPOSITIONS | frozenset("is are was were".split())
 #: Whisper finishes a clause cut after a preposition with a pronoun that was
-#: never said ("I need a refill for | ..." → "I need a refill for it.").
-_FILLED_IN = frozenset("it this that them".split())
+#: never said ("I need a refill for | ..." → "I need a refill for it.", "... for mine.",
+#: "an appointment with | ..." → "an appointment with us.": tiny.en, seen in bench/turns).
+_FILLED_IN = frozenset("it this that them mine us".split())
 _DETERMINERS = frozenset("the a an my your our his her their this that these those some".split())
 #: Words after which a one- or two-digit number is a time or a day ("at 10", "past 10").
 _TIME_WORDS = frozenset("at past to until till before after around by from".split())

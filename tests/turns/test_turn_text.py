@@ -28,6 +28,8 @@ P = TurnParams()
         ("My member number is 48213", P.hold_default_ms),
         ("Can you tell me?", P.hold_default_ms),
         ("I need a refill for it.", P.hold_default_ms),  # "it" is Whisper filling in a cut clause
+        ("I need a refill for mine.", P.hold_default_ms),
+        ("I'd like to book an appointment with us.", P.hold_default_ms),
         ("Sorry.", P.hold_incomplete_ms),  # the caller takes the floor: "Sorry, | wait a moment please."
         ("Wait a second.", P.hold_incomplete_ms),
         ("Excuse me.", P.hold_incomplete_ms),
