@@ -23,12 +23,14 @@ These limits sit in front of that cost, keyed by source address:
 The defaults are per source address and generous: a carrier's media gateway
 or a SIP trunk brings many calls from one address, so they stop a flood, not
 a busy peer; ``voxwire serve --http-rate/--sip-rate ...`` tunes them (0 turns
-one off, e.g. behind a proxy that limits on its own, where every request
-comes from the proxy's address).
+one off). Behind a reverse proxy every request comes from the proxy's
+address: name it with ``--trusted-proxy`` and HTTP limits key on the client
+its ``X-Forwarded-For`` names instead.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import time
@@ -42,6 +44,7 @@ if TYPE_CHECKING:  # aiohttp only where it is used: the command line imports the
     from aiohttp import web
 
 Clock = Callable[[], float]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class RateLimiter:
@@ -170,6 +173,53 @@ class HttpLimits:
     burst: int = 200  # requests a source may make at once
     max_open: int = 200  # requests (WebSockets) open at once per source
     max_body_bytes: int = 64 * 1024
+    #: Proxies (addresses or CIDR networks) whose ``X-Forwarded-For`` names the source;
+    #: behind a load balancer every request would otherwise share its address.
+    trusted_proxies: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _networks(self.trusted_proxies)  # a typo fails at start-up, not on the first request
+
+
+def _networks(specs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    try:
+        return tuple(ipaddress.ip_network(spec.strip(), strict=False) for spec in specs)
+    except ValueError as exc:
+        raise ValueError(f"trusted proxy: {exc}") from None
+
+
+def forwarded_source(trusted_proxies: tuple[str, ...]) -> Callable[[web.Request], Hashable]:
+    """The key function for requests that may come through ``trusted_proxies``.
+
+    A request from a trusted proxy is keyed on the right-most ``X-Forwarded-For``
+    address that is not itself a trusted proxy: proxies append, so the addresses
+    left of it were written by the client and prove nothing. Anyone else is keyed
+    on the peer address, whatever header they send.
+    """
+    networks = _networks(trusted_proxies)
+
+    def trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in networks)
+
+    def source(request: web.Request) -> Hashable:
+        peer = request.remote or ""
+        if not networks or not trusted(peer):
+            return peer
+        hops = [hop.strip() for header in request.headers.getall("X-Forwarded-For", [])
+                for hop in header.split(",")]
+        for hop in reversed(hops):
+            if not trusted(hop):
+                try:
+                    return str(ipaddress.ip_address(hop))
+                except ValueError:
+                    return peer  # a malformed hop: the proxy's own address, not a free pass
+        return peer
+
+    return source
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +254,7 @@ def install_limits(app: web.Application, limits: HttpLimits | None = None) -> Ht
         RateLimiter(limits.rate, limits.burst) if limits.rate > 0 else None,
         concurrency=ConcurrencyLimiter(limits.max_open) if limits.max_open > 0 else None,
         max_body_bytes=limits.max_body_bytes if limits.max_body_bytes > 0 else None,
+        key=forwarded_source(limits.trusted_proxies),
         exempt=lambda request: request.path in OPERATIONAL_PATHS,
     ))
     return limits

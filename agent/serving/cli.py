@@ -83,6 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "above the calls one carrier address brings)")
     limits.add_argument("--http-max-body", type=int, default=http.max_body_bytes, metavar="BYTES",
                         help=f"HTTP request body size (default {http.max_body_bytes})")
+    limits.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR",
+                        help="a reverse proxy or load balancer (address or network, repeatable) whose "
+                             "X-Forwarded-For names the client the HTTP limits apply to")
     limits.add_argument("--sip-rate", type=float, default=sip.rate, metavar="N",
                         help=f"SIP datagrams per second, sustained (default {sip.rate:g})")
     limits.add_argument("--sip-burst", type=int, default=sip.burst, metavar="N",
@@ -109,13 +112,20 @@ def config_from(args: argparse.Namespace) -> WorkerConfig:
         name=args.name, plugins=list(args.plugin), transports=transports,
         sip_port=getattr(args, "sip_port", 5060), sip_advertise=getattr(args, "sip_advertise", None),
         public_url=getattr(args, "public_url", None),
-        http_limits=HttpLimits(rate=args.http_rate, burst=args.http_burst, max_open=args.http_max_open,
-                               max_body_bytes=args.http_max_body),
+        http_limits=_http_limits(args),
         sip_limits=SipLimits(rate=args.sip_rate, burst=args.sip_burst),
         stream_start_timeout_s=args.stream_start_timeout,
         # One secret for every worker, so a stream may reach another worker than its webhook did.
         stream_secret=os.environ.get(SECRET_ENV) or secrets.token_urlsafe(32),
     )
+
+
+def _http_limits(args: argparse.Namespace) -> HttpLimits:
+    try:
+        return HttpLimits(rate=args.http_rate, burst=args.http_burst, max_open=args.http_max_open,
+                          max_body_bytes=args.http_max_body, trusted_proxies=tuple(args.trusted_proxy))
+    except ValueError as exc:
+        raise SystemExit(f"--trusted-proxy: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:

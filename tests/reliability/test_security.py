@@ -115,6 +115,41 @@ async def test_rate_limit_in_front_of_the_webrtc_signaling_server(tally: Counter
     assert neighbour_status == 200
 
 
+async def test_behind_a_trusted_proxy_each_client_has_its_own_limit(tally: Counter[str]) -> None:
+    """127.0.0.2 plays the load balancer: its X-Forwarded-For names the client; 127.0.0.3 is a client."""
+    manager = CallManager(lambda info: [])
+    limits = HttpLimits(rate=0.5, burst=3, trusted_proxies=("127.0.0.2/32",))
+    server = WebRTCServer(manager, "127.0.0.1", 0, token=TOKEN, http_limits=limits)
+    await server.start()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def statuses(local: str, forwarded: list[str | None]) -> list[int]:
+        got = []
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(local, 0))) as http:
+            for xff in forwarded:
+                extra = {"X-Forwarded-For": xff} if xff is not None else {}
+                async with http.get(server.url + "config", headers={**headers, **extra}) as response:
+                    got.append(response.status)
+        return got
+
+    try:
+        # Through the proxy: one client is cut after its burst, the next one is served; a
+        # client-written hop left of the proxy's own entry does not buy a fresh bucket.
+        flooder = await statuses("127.0.0.2", ["203.0.113.7"] * 4 + ["198.51.100.1, 203.0.113.7"])
+        neighbour = await statuses("127.0.0.2", ["203.0.113.8"])
+        # Not a trusted proxy: a forged header is ignored, the peer address is the key.
+        direct = await statuses("127.0.0.3", [f"192.0.2.{i}" for i in range(5)])
+        with pytest.raises(ValueError, match="trusted proxy"):
+            HttpLimits(trusted_proxies=("10.0.0.300/8",))
+    finally:
+        await server.close()
+        await manager.close()
+    tally["rate-limited requests"] += 11
+    assert flooder == [200, 200, 200, 429, 429]
+    assert neighbour == [200]
+    assert direct == [200, 200, 200, 429, 429]
+
+
 async def test_carrier_webhooks_are_rate_and_size_limited_per_source(tally: Counter[str]) -> None:
     manager = CallManager(lambda info: [])
     server = CarrierServer(manager, carriers=["twilio"], host="127.0.0.1", port=0,
