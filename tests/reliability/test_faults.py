@@ -97,6 +97,17 @@ async def wait_for(condition, timeout: float, step: float = 0.02) -> None:  # ty
         await asyncio.sleep(step)
 
 
+async def ask(session: Session, output: RecordingOutput, whisper, text: str, turn_id: int,  # type: ignore[no-untyped-def]
+              *, first_within: float) -> tuple[float, float | None, str]:
+    """Push a user turn; return when it was asked, when the bot's first audio came, and what was heard."""
+    asked = time.monotonic()
+    await session.push(UserTurnFrame(text=text, turn_id=turn_id))
+    await wait_for(lambda: first_audio_after(output, asked) is not None, timeout=first_within)
+    first_at = first_audio_after(output, asked)
+    await wait_for(lambda: not output.speaking, timeout=15)
+    return asked, first_at, await heard(whisper, output, since=asked)
+
+
 def unused_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -167,19 +178,9 @@ async def test_llm_failure_is_apologised_for_and_the_call_goes_on(fault: str, wh
     session.subscribe(lambda f, _d: errors.append(f) if isinstance(f, ErrorFrame) else None)
     task = await started(session)
     try:
-        asked = time.monotonic()
-        await session.push(UserTurnFrame(text="When are you open?", turn_id=1))
-        await wait_for(lambda: first_audio_after(output, asked) is not None, timeout=10)
-        apology_at = first_audio_after(output, asked)
-        await wait_for(lambda: not output.speaking, timeout=15)
-        apology = await heard(whisper, output, since=asked)
-
+        asked, apology_at, apology = await ask(session, output, whisper, "When are you open?", 1, first_within=10)
         emulator.fail_first, emulator.delay_s = 0, 0.0  # the model recovers
-        asked_again = time.monotonic()
-        await session.push(UserTurnFrame(text="When are you open?", turn_id=2))
-        await wait_for(lambda: first_audio_after(output, asked_again) is not None, timeout=10)
-        await wait_for(lambda: not output.speaking, timeout=15)
-        answer = await heard(whisper, output, since=asked_again)
+        _, _, answer = await ask(session, output, whisper, "When are you open?", 2, first_within=10)
         assert not task.done()  # the call is still up
     finally:
         await session.cancel()
@@ -206,12 +207,7 @@ async def test_an_llm_hook_that_never_answers_is_cut_off_by_the_apology(whisper)
     session.subscribe(lambda f, _d: errors.append(f) if isinstance(f, ErrorFrame) else None)
     task = await started(session)
     try:
-        asked = time.monotonic()
-        await session.push(UserTurnFrame(text="When are you open?", turn_id=1))
-        await wait_for(lambda: first_audio_after(output, asked) is not None, timeout=5)
-        apology_at = first_audio_after(output, asked)
-        await wait_for(lambda: not output.speaking, timeout=15)
-        apology = await heard(whisper, output, since=asked)
+        asked, apology_at, apology = await ask(session, output, whisper, "When are you open?", 1, first_within=5)
         assert not task.done()
     finally:
         await session.cancel()
