@@ -35,6 +35,12 @@ RETRY_AFTER_S = 5
 #: INVITEs or streams that are cheap until their audio starts — far below the 400
 #: sessions one event loop keeps in real time (bench/overhead.py).
 DEFAULT_MAX_SESSIONS = 100
+#: Seconds a speech-to-text job may wait for a thread before a worker refuses new calls:
+#: a final transcript that waits this long adds as much to every answer.
+DEFAULT_MAX_STT_WAIT_S = 0.5
+#: Ended calls whose results a manager keeps for :meth:`CallManager.wait` (a bounded
+#: window: a worker that takes millions of calls must not keep them all).
+RECENT_RESULTS = 100
 
 
 @dataclass(slots=True)
@@ -199,7 +205,7 @@ class CallManager:
             self.sessions.pop(session.session_id, None)
             self._tasks.pop(session.session_id, None)
         self.results.append(result)
-        del self.results[:-1000]
+        del self.results[:-RECENT_RESULTS]
         logger.info("call %s ended: %s", session.session_id, result.reason)
         return result
 

@@ -46,7 +46,7 @@ from agent.frames import (
 )
 from agent.metrics import STT_FINAL
 from agent.node import UPSTREAM, Node
-from agent.workers import run_blocking
+from agent.workers import STT_POOL, run_blocking
 from stt.clip import Transcript, transcribe_clip
 from stt.models import load_model, resolve_model
 
@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RATE = 16000
-STT_POOL = "stt"
 #: Audio kept while nobody speaks: the VAD confirms an onset ~70 ms after it,
 #: plus the pre-roll, plus slack for frames that arrive in bursts.
 _IDLE_KEEP_S = 1.5

@@ -31,7 +31,7 @@ import secrets
 import sys
 from typing import TYPE_CHECKING
 
-from agent.calls import DEFAULT_MAX_SESSIONS
+from agent.calls import DEFAULT_MAX_SESSIONS, DEFAULT_MAX_STT_WAIT_S
 from agent.serving.transports import TRANSPORTS
 from transports.ratelimit import HttpLimits, SipLimits
 
@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"calls per worker before it answers busy (default {DEFAULT_MAX_SESSIONS})")
     group.add_argument("--cpu-budget", type=float,
                        help="cores a worker may use before refusing calls (default: 85%% of its share; 0: off)")
+    group.add_argument("--max-stt-wait", type=float, default=DEFAULT_MAX_STT_WAIT_S, metavar="SECONDS",
+                       help="refuse calls while speech-to-text jobs wait longer than this for a thread "
+                            f"(default {DEFAULT_MAX_STT_WAIT_S}; 0: off)")
     group.add_argument("--drain-deadline", type=float, default=300.0,
                        help="seconds live calls may run on after SIGTERM (default 300)")
     group.add_argument("--mqtt", metavar="URL", help="mqtt[s]://[user:pass@]host:port[/prefix][?ca=FILE]")
@@ -107,7 +110,7 @@ def config_from(args: argparse.Namespace) -> WorkerConfig:
         raise SystemExit("--transport mqtt needs the broker: --mqtt mqtt://host:port")
     return WorkerConfig(
         agent=args.agent, host=args.host, port=args.port, workers=args.workers, max_sessions=args.max_sessions,
-        cpu_budget=args.cpu_budget, drain_deadline_s=args.drain_deadline, mqtt=args.mqtt,
+        cpu_budget=args.cpu_budget, max_stt_wait_s=args.max_stt_wait, drain_deadline_s=args.drain_deadline, mqtt=args.mqtt,
         mqtt_audio=args.mqtt_audio or "mqtt" in transports, dispatch=args.dispatch, dialer=args.dialer,
         name=args.name, plugins=list(args.plugin), transports=transports,
         sip_port=getattr(args, "sip_port", 5060), sip_advertise=getattr(args, "sip_advertise", None),

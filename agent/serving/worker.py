@@ -1,7 +1,7 @@
 """One worker process: its calls, its admission, its endpoints, its drain.
 
 A worker owns a ``CallManager`` (one set of models per process, shared by its
-calls), an admission check on its CPU budget, the HTTP endpoints on a port
+calls), admission checks on its CPU budget and STT queue, the HTTP endpoints on a port
 shared with its siblings (``SO_REUSEPORT``), and optionally the MQTT bus,
 MQTT audio calls and the outbound-job queue. On SIGTERM it drains: it stops
 taking calls (readiness 503, jobs left to others, status ``draining``), lets
@@ -33,7 +33,7 @@ from aiohttp import web
 
 from agent.calls import DEFAULT_MAX_SESSIONS, CallManager, load_bot
 from agent.serving import prometheus
-from agent.serving.admission import CpuBudget
+from agent.serving.admission import DEFAULT_MAX_STT_WAIT_S, CpuBudget, attach_admission
 from agent.serving.http import make_app
 from agent.serving.jobs import load_dialer
 from agent.serving.transports import TRANSPORT_PLUGINS
@@ -52,6 +52,7 @@ class WorkerConfig:
     workers: int = 1
     max_sessions: int | None = DEFAULT_MAX_SESSIONS
     cpu_budget: float | None = None  # cores per worker; None: a fair share of the machine; 0: off
+    max_stt_wait_s: float | None = DEFAULT_MAX_STT_WAIT_S  # refuse while STT jobs queue longer; 0: off
     drain_deadline_s: float = 300.0
     mqtt: str | None = None
     mqtt_audio: bool = False
@@ -107,11 +108,9 @@ async def run_worker(config: WorkerConfig, index: int = 0, *, stop: asyncio.Even
     worker_id = config.worker_id(index)
     manager = CallManager(load_bot(config.agent), max_sessions=config.max_sessions)
     closers: list[Callable[[], Awaitable[Any]]] = [manager.close]
-    budget: CpuBudget | None = None
-    if config.cpu_budget != 0:
-        budget = CpuBudget(config.cpu_budget) if config.cpu_budget else CpuBudget.per_worker(config.workers)
-        await budget.start()
-        manager.add_admission_check(budget.check)
+    budget = await attach_admission(manager, workers=config.workers, cpu_budget=config.cpu_budget,
+                                    max_stt_wait_s=config.max_stt_wait_s)
+    if budget is not None:
         closers.append(budget.close)
     prometheus.attach(manager)
     manager.on_refusal(lambda transport, reason: prometheus.count_refusal(reason))

@@ -102,3 +102,35 @@ async def test_bad_call_requests_are_answered_not_crashed(worker) -> None:  # ty
             assert r.status == 413
         async with http.get(f"{base}/healthz") as r:
             assert r.status == 200 and (await r.json())["worker"] == "w0"
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_a_worker_whose_speech_to_text_queues_refuses_calls_until_it_drains() -> None:
+    """The soak's failure: 100 calls on 2 cores, CPU figure tolerable, every answer 4 s late.
+
+    Real tiny.en transcriptions (more than the pool has threads) make jobs wait
+    for a thread; while they wait longer than the limit new calls are refused
+    with ``stt_backlog``, and once the queue drains and the window passes the
+    worker takes calls again.
+    """
+    from agent.serving.admission import attach_admission
+    from agent.workers import STT_POOL, pool_size, run_blocking
+    from stt.clip import transcribe_clip
+    from stt.models import load_model
+    from tests.speech.helpers import speech
+
+    model = await run_blocking(load_model, pool=STT_POOL)
+    question = speech("What are your opening hours on Saturday and can I book an appointment for my son?")
+    manager = CallManager(lambda info: [])
+    assert await attach_admission(manager, cpu_budget=0, max_stt_wait_s=0.3) is None  # STT check only
+    assert manager.refusal() is None
+    jobs = [asyncio.ensure_future(run_blocking(transcribe_clip, model, question, pool=STT_POOL))
+            for _ in range(4 * pool_size(STT_POOL))]
+    await until(lambda: manager.refusal() == "stt_backlog", 20)
+    with pytest.raises(CallRejected, match="stt_backlog"):
+        manager.admit("sip")
+    transcripts = await asyncio.gather(*jobs)
+    assert all("opening hours" in t.text.lower() for t in transcripts)  # the queued work was done, not dropped
+    recovered_in = await until(lambda: manager.refusal() is None, 10)
+    assert recovered_in < 4
+    await manager.close()
