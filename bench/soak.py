@@ -43,12 +43,15 @@ sys.path.insert(0, str(ROOT))
 from agent.calls import CallInfo, CallManager  # noqa: E402
 from agent.frames import EventFrame, Frame  # noqa: E402
 from agent.node import Node  # noqa: E402
+from agent.serving.admission import attach_admission  # noqa: E402
 from agent.session import Session, SessionResult  # noqa: E402
 from tests.telephony.helpers import run_sipp, speech_8k, write_rtp_pcap  # noqa: E402
 from transports.sip.transport import SipServer  # noqa: E402
 
 QUESTION = "What are your opening hours?"
 LISTEN_MS = 2200
+#: Seconds after the last call before the idle counts are taken for the last time.
+IDLE_SETTLE_S = 30.0
 
 _SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="soak">
@@ -75,6 +78,7 @@ _SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
   ]]></send>
   <recv response="100" optional="true"/>
   <recv response="180" optional="true"/>
+  <recv response="503" optional="true" next="1"/>
   <recv response="200" rtd="true"/>
   <send><![CDATA[
       ACK sip:bot@[remote_ip]:[remote_port] SIP/2.0
@@ -98,7 +102,19 @@ _SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
       Max-Forwards: 70
       Content-Length: 0
   ]]></send>
-  <recv response="200" crlf="true"/>
+  <recv response="200" crlf="true" next="2"/>
+  <label id="1"/>
+  <send><![CDATA[
+      ACK sip:bot@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: soak <sip:soak@[local_ip]:[local_port]>;tag=[pid]soak[call_number]
+      To: <sip:bot@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+  ]]></send>
+  <label id="2"/>
 </scenario>
 """
 
@@ -111,19 +127,39 @@ def soak_bot(info: CallInfo) -> list[Node]:
     return [*listening_nodes(echo=False), LLMNode(ClinicDesk()), speaking_node()]
 
 
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """One ended call, kept small: the soak measures the server's memory, not its own."""
+
+    at: float
+    reason: str
+    error: str | None
+    latency_ms: float | None  # the first turn's end of speech -> first bot audio
+
+
 @dataclass
 class Tally:
-    """What the server saw: one row per ended call, plus escapes to the loop and the log."""
+    """What the server saw: one row per ended call, refusals, and escapes to the loop and the log."""
 
-    ended: list[tuple[float, SessionResult]] = field(default_factory=list)
+    ended: list[Ended] = field(default_factory=list)
+    refused: dict[str, int] = field(default_factory=dict)
     loop_errors: list[str] = field(default_factory=list)
     error_logs: list[str] = field(default_factory=list)
 
     def hook(self, session: Session, info: CallInfo) -> None:
         def observe(frame: Frame, direction: int) -> None:
             if isinstance(frame, EventFrame) and frame.kind == "call_ended" and session.result is not None:
-                self.ended.append((time.monotonic(), session.result))
+                self.ended.append(_ended(session.result))
         session.subscribe(observe)
+
+    def refusal(self, transport: str, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+
+def _ended(result: SessionResult) -> Ended:
+    latencies = [turn["eos_to_first_audio_ms"] for turn in result.turns if "eos_to_first_audio_ms" in turn]
+    return Ended(time.monotonic(), result.reason, result.error,
+                 float(latencies[0]) if latencies and latencies[0] is not None else None)
 
 
 class _ErrorLog(logging.Handler):
@@ -161,13 +197,8 @@ def _failed_calls(output: str) -> int | None:
     return None
 
 
-def _latencies(rows: list[tuple[float, SessionResult]]) -> list[float]:
-    found = []
-    for _t, result in rows:
-        values = [turn["eos_to_first_audio_ms"] for turn in result.turns if "eos_to_first_audio_ms" in turn]
-        if values:
-            found.append(float(values[0]))
-    return found
+def _latencies(rows: list[Ended]) -> list[float]:
+    return [row.latency_ms for row in rows if row.latency_ms is not None]
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
@@ -178,7 +209,7 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
 
 
 async def soak(sequential: int, concurrent: int, concurrent_s: float | None = None,
-               warmup: int = 1) -> dict[str, Any]:
+               warmup: int = 1, settle_s: float = IDLE_SETTLE_S) -> dict[str, Any]:
     """Run the soak in this event loop; returns the figures (see the module docstring)."""
     tally = Tally()
     handler = _ErrorLog(tally)
@@ -187,7 +218,9 @@ async def soak(sequential: int, concurrent: int, concurrent_s: float | None = No
     previous_handler = loop.get_exception_handler()
     loop.set_exception_handler(lambda _l, ctx: tally.loop_errors.append(str(ctx.get("message"))[:300]))
     manager = CallManager(soak_bot)
+    budget = await attach_admission(manager)  # what `voxwire serve` gives one worker
     manager.on_session(tally.hook)
+    manager.on_refusal(tally.refusal)
     server = SipServer(manager, host="127.0.0.1", port=0)
     await server.start()
     samples: list[tuple[float, int, float]] = []  # (t, calls ended, RSS MB)
@@ -230,17 +263,21 @@ async def soak(sequential: int, concurrent: int, concurrent_s: float | None = No
                                               "seconds": round(time.monotonic() - phase_started, 1)}
             stop.set()
             await sampling
-            await asyncio.sleep(1.0)  # let the last calls' teardown finish
+            await asyncio.sleep(1.0)
+            idle_after_1s = snapshot()
+            await asyncio.sleep(max(0.0, settle_s - 1.0))  # late teardown, sockets closing
             idle_after = snapshot()
         finally:
             await server.stop()
             await manager.close()
+            if budget is not None:
+                await budget.close()
             loop.set_exception_handler(previous_handler)
             logging.getLogger().removeHandler(handler)
 
     rows = tally.ended[warmup:]
     sequential_rows, concurrent_rows = tally.ended[warmup:seq_ended], tally.ended[seq_ended:]
-    crashed = [r for _t, r in rows if r.reason == "error" or r.error]
+    crashed = [r for r in rows if r.reason == "error" or r.error]
     sequential_samples = [s for s in samples if s[0] <= seq_done_at]
     concurrent_samples = [s for s in samples if s[0] > seq_done_at]
     report.update({
@@ -248,8 +285,9 @@ async def soak(sequential: int, concurrent: int, concurrent_s: float | None = No
         "sequential_calls_ended": len(sequential_rows),
         "crashed_sessions": len(crashed),
         "crash_reasons": sorted({f"{r.reason}: {r.error}" for r in crashed})[:10],
-        "end_reasons": dict(sorted(_count(r.reason for _t, r in rows).items())),
+        "end_reasons": dict(sorted(_count(r.reason for r in rows).items())),
         "answered_calls": len(_latencies(rows)),
+        "refused_calls": dict(sorted(tally.refused.items())),
         "loop_exceptions": tally.loop_errors[:10],
         "error_log_lines": tally.error_logs[:10],
         "error_log_count": len(tally.error_logs),
@@ -259,9 +297,10 @@ async def soak(sequential: int, concurrent: int, concurrent_s: float | None = No
         "rss_mb": [round(idle_before["rss_mb"], 1), round(idle_after["rss_mb"], 1)],
         "rss_samples": [(round(t - samples[0][0], 1), n, round(m, 1)) for t, n, m in samples[:: max(1, len(samples) // 40)]]
         if samples else [],
-        "tasks_idle": [idle_before["tasks"], idle_after["tasks"]],
-        "threads_idle": [idle_before["threads"], idle_after["threads"]],
-        "fds_idle": [idle_before["fds"], idle_after["fds"]],
+        # At idle: before the calls, 1 s after the last one, and IDLE_SETTLE_S after it.
+        "tasks_idle": [idle_before["tasks"], idle_after_1s["tasks"], idle_after["tasks"]],
+        "threads_idle": [idle_before["threads"], idle_after_1s["threads"], idle_after["threads"]],
+        "fds_idle": [idle_before["fds"], idle_after_1s["fds"], idle_after["fds"]],
         "turn_latency_sequential": _first_last(sequential_rows),
         "turn_latency_concurrent": _first_last(concurrent_rows),
         "cpu_count": os.cpu_count(),
@@ -278,14 +317,14 @@ def _slope(samples: list[tuple[float, int, float]]) -> float | None:
     return round(float(np.polyfit(calls, np.array([s[2] for s in tail]), 1)[0]) * 1000, 1)
 
 
-def _first_last(rows: list[tuple[float, SessionResult]]) -> dict[str, Any]:
+def _first_last(rows: list[Ended]) -> dict[str, Any]:
     """Turn latency of the first and last minute of a phase (thirds of it when shorter than 3 min)."""
     if not rows:
         return {}
-    if rows[-1][0] - rows[0][0] > 180:
+    if rows[-1].at - rows[0].at > 180:
         window = "first/last 60 s"
-        first = [r for r in rows if r[0] - rows[0][0] <= 60]
-        last = [r for r in rows if rows[-1][0] - r[0] <= 60]
+        first = [r for r in rows if r.at - rows[0].at <= 60]
+        last = [r for r in rows if rows[-1].at - r.at <= 60]
     else:
         window, third = "first/last third of calls", max(1, len(rows) // 3)
         first, last = rows[:third], rows[-third:]
