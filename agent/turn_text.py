@@ -39,6 +39,10 @@ _FLOOR_WORDS = frozenset(
 _FLOOR_CUES = frozenset("sorry wait hold hang excuse pardon actually hey listen well".split())
 #: Endings that usually take a complement ("can you tell me | what time ...").
 _OPEN_ENDINGS = (("tell", "me"), ("show", "me"), ("ask", "you"), ("wondering",), ("wonder",))
+#: Hedges a caller holds the floor with while deciding ("I'm not sure, | maybe next week?",
+#: "I don't know, | I'd have to check"): a statement, but rarely the whole turn.
+_HEDGE_ENDINGS = (("not", "sure"), ("don't", "know"), ("let", "me", "think"), ("let", "me", "see"),
+                  ("i", "guess"), ("i", "think"), ("i", "mean"), ("maybe",), ("perhaps",))
 _PREPOSITIONS = frozenset("for to at with on in of from about by into".split())
 #: A question may end on a stranded preposition or copula after a wh-word ("What can you
 #: help me with?", "Do you know where the pharmacy is?"): that is complete, not a cut.
@@ -94,6 +98,8 @@ def hold_for(text: str, holds: Holds) -> float:
     if not stripped.endswith("?") and set(words) <= _FLOOR_WORDS and _FLOOR_CUES.intersection(words):
         return holds.hold_incomplete_ms
     if any(tuple(words[-len(e):]) == e for e in _OPEN_ENDINGS):
+        return holds.hold_default_ms
+    if not stripped.endswith("?") and any(tuple(words[-len(e):]) == e for e in _HEDGE_ENDINGS):
         return holds.hold_default_ms
     if len(words) >= 3 and last in _FILLED_IN and words[-2] in _PREPOSITIONS:
         return holds.hold_default_ms

@@ -44,12 +44,16 @@ class VADParams:
     """Silence after which a *pause* is announced inside a segment, long before
     the hangover ends it (then a *resume* if speech comes back first): the cue
     for speculative transcription. None: no pause events."""
+    resume_speech_ms: float = 32.0
+    """Speech needed to call a pause over: one window. Mid-turn, the caller
+    going on is the likeliest sound, and every window spent confirming it is
+    one in which the bot may start to answer over them."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.stop_threshold <= self.start_threshold < 1.0:
             raise ValueError("need 0 < stop_threshold <= start_threshold < 1")
-        if self.min_speech_ms < 0 or self.hangover_ms < 0:
-            raise ValueError("min_speech_ms and hangover_ms must be >= 0")
+        if self.min_speech_ms < 0 or self.hangover_ms < 0 or self.resume_speech_ms < 0:
+            raise ValueError("min_speech_ms, resume_speech_ms and hangover_ms must be >= 0")
         if self.pause_ms is not None and not 0 < self.pause_ms < self.hangover_ms:
             raise ValueError("pause_ms must be between 0 and hangover_ms")
 
@@ -73,6 +77,7 @@ class SpeechDetector:
         self.window = self._silero.window
         window_ms = 1000.0 * self.window / sample_rate
         self._start_windows = max(1, round(self.params.min_speech_ms / window_ms))
+        self._resume_windows = max(1, round(self.params.resume_speech_ms / window_ms))
         self._stop_windows = max(1, round(self.params.hangover_ms / window_ms))
         self._pause_windows = (
             None if self.params.pause_ms is None else min(self._stop_windows - 1, max(1, round(self.params.pause_ms / window_ms)))
@@ -139,7 +144,7 @@ class SpeechDetector:
                 self._last_speech_end = self._position
                 if self.paused:
                     self._resume_run += 1
-                    if self._resume_run >= self._start_windows:
+                    if self._resume_run >= self._resume_windows:
                         self.paused, self._resume_run = False, 0
                         return VADEvent("resume", start)
             return None

@@ -42,6 +42,11 @@ P = TurnParams()
         ("Where is?", P.hold_incomplete_ms),
         ("Could you check whether my?", P.hold_incomplete_ms),
         ("What about the?", P.hold_incomplete_ms),
+        ("I'm not sure.", P.hold_default_ms),  # a hedge holds the floor: "I'm not sure, | maybe next week?"
+        ("I don't know.", P.hold_default_ms),
+        ("Let me think.", P.hold_default_ms),
+        ("Are you sure?", P.hold_question_ms),
+        ("I'm sure.", P.hold_complete_ms),
         ("Tuesday", P.hold_complete_ms),  # Whisper often drops the full stop of a one-word answer
         ("the addresses", P.hold_default_ms),
     ],
