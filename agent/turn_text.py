@@ -52,6 +52,12 @@ _STRANDABLE = _PREPOSITIONS | frozenset("is are was were".split())
 #: never said ("I need a refill for | ..." → "I need a refill for it.", "... for mine.",
 #: "an appointment with | ..." → "an appointment with us.": tiny.en, seen in bench/turns).
 _FILLED_IN = frozenset("it this that them mine us".split())
+#: A pronoun with a contracted auxiliary cannot end a clause ("yes, I am", never "yes, I'm"), so
+#: a turn ending on one was cut: the caller paused, or Whisper heard "um" as "I'm".
+_CONTRACTED_SUBJECTS = frozenset(
+    "i'm you're we're they're he's she's it's that's there's what's i've you've we've they've "
+    "i'll you'll we'll they'll he'll she'll it'll that'll i'd you'd we'd they'd he'd she'd it'd".split()
+)
 _DETERMINERS = frozenset("the a an my your our his her their this that these those some".split())
 #: Words after which a one- or two-digit number is a time or a day ("at 10", "past 10").
 _TIME_WORDS = frozenset("at past to until till before after around by from".split())
@@ -68,6 +74,12 @@ class Holds(Protocol):
     hold_complete_ms: float
     hold_default_ms: float
     hold_incomplete_ms: float
+
+
+class ScoredHolds(Holds, Protocol):
+    hold_unsure_ms: float
+    hold_min_confidence: float
+    hold_sure_confidence: float
 
 
 def words_of(text: str) -> list[str]:
@@ -93,7 +105,7 @@ def hold_for(text: str, holds: Holds) -> float:
     last = words[-1]
     if _stranded_question(stripped, words):
         return holds.hold_question_ms
-    if stripped.endswith((",", "...", "…", "-", ":")) or last in CONTINUATIONS:
+    if stripped.endswith((",", "...", "…", "-", ":")) or last in CONTINUATIONS or last in _CONTRACTED_SUBJECTS:
         return holds.hold_incomplete_ms
     if not stripped.endswith("?") and set(words) <= _FLOOR_WORDS and _FLOOR_CUES.intersection(words):
         return holds.hold_incomplete_ms
@@ -115,6 +127,18 @@ def hold_for(text: str, holds: Holds) -> float:
     if len(words) <= 2 and words[0] not in _DETERMINERS:
         return holds.hold_complete_ms  # "Tuesday", "thank you": Whisper drops the full stop on short answers
     return holds.hold_default_ms
+
+
+def hold_for_transcript(text: str, confidence: float | None, holds: ScoredHolds) -> float:
+    """:func:`hold_for`, longer when STT was unsure of two words or more (see ``TurnParams``)."""
+    hold = hold_for(text, holds)
+    if confidence is None or len(words_of(text)) < 2:
+        return hold
+    if confidence < holds.hold_min_confidence:
+        return max(hold, holds.hold_default_ms)
+    if confidence < holds.hold_sure_confidence and hold == holds.hold_complete_ms:
+        return holds.hold_unsure_ms
+    return hold
 
 
 def _stranded_question(text: str, words: list[str]) -> bool:

@@ -45,9 +45,9 @@ from agent.frames import (
     UserTurnFrame,
 )
 from agent.node import UPSTREAM, Node
-from agent.turn_text import INTENT_WORDS, hold_for, is_backchannel, is_backchannel_word, words_of
+from agent.turn_text import INTENT_WORDS, hold_for, hold_for_transcript, is_backchannel, is_backchannel_word, words_of
 
-__all__ = ["TurnParams", "TurnTaker", "hold_for", "is_backchannel", "words_of"]
+__all__ = ["TurnParams", "TurnTaker", "hold_for", "hold_for_transcript", "is_backchannel", "words_of"]
 
 TURN_CONFIRMED = "turn_confirmed"  # metrics mark: a preemptive turn's hold ended
 
@@ -65,6 +65,13 @@ class TurnParams:
     (mean token probability) waits at least ``hold_default_ms``: the words of a
     clause cut short are often garbled or "completed" ("the address is |" →
     "the addresses."). One-word answers score low too, and stay fast."""
+    hold_unsure_ms: float = 460.0
+    hold_sure_confidence: float = 0.8
+    """A complete-looking transcript of two words or more scored below this
+    waits ``hold_unsure_ms`` instead of ``hold_complete_ms``. Mis-heard clause
+    fragments ("my date of birth is |" → "my day to purchase.") score 0.55-0.75,
+    and a caller who goes on after 300-350 ms is heard by the VAD 30-110 ms
+    later (soft onsets like "five" are slowest): a 380 ms hold ends first."""
     adaptive: bool = True
     """False: no hold at all — the turn ends with the VAD stop's transcript (a
     plain hangover endpointer, the naive baseline)."""
@@ -237,11 +244,7 @@ class TurnTaker(Node):
         p = self.params
         if not p.adaptive:
             return 0.0
-        hold = hold_for(turn.text, p)
-        doubtful = turn.confidence is not None and turn.confidence < p.hold_min_confidence
-        if doubtful and len(words_of(turn.text)) >= 2:
-            hold = max(hold, p.hold_default_ms)
-        return hold / 1000.0
+        return hold_for_transcript(turn.text, turn.confidence, p) / 1000.0
 
     def _schedule_decision(self) -> None:
         turn = self.turn

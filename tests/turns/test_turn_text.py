@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.turn_text import hold_for, is_backchannel
+from agent.turn_text import hold_for, hold_for_transcript, is_backchannel
 from agent.turns import TurnParams
 
 P = TurnParams()
@@ -47,12 +47,31 @@ P = TurnParams()
         ("Let me think.", P.hold_default_ms),
         ("Are you sure?", P.hold_question_ms),
         ("I'm sure.", P.hold_complete_ms),
+        ("I'm", P.hold_incomplete_ms),  # tiny.en's "um" (bench/turns: "Um, | I think I lost my card.")
+        ("Yes, it's.", P.hold_incomplete_ms),  # a contracted auxiliary cannot end a clause
+        ("It's John's.", P.hold_complete_ms),  # a possessive can
         ("Tuesday", P.hold_complete_ms),  # Whisper often drops the full stop of a one-word answer
         ("the addresses", P.hold_default_ms),
     ],
 )
 def test_hold_follows_how_the_words_end(text: str, hold: float) -> None:
     assert hold_for(text, P) == hold
+
+
+@pytest.mark.parametrize(
+    ("text", "confidence", "hold"),
+    [
+        ("I need to cancel my appointment.", 0.93, P.hold_complete_ms),
+        ("my day to purchase.", 0.66, P.hold_unsure_ms),  # tiny.en on "my date of birth is |", phone line
+        ("Actually, I need to appoint me.", 0.70, P.hold_unsure_ms),  # "... one for me and | ..."
+        ("I must know that I can't come.", 0.36, P.hold_default_ms),
+        ("Yes.", 0.40, P.hold_complete_ms),  # one-word answers score low and stay fast
+        ("Where can I park?", 0.66, P.hold_question_ms),  # a question keeps its hold
+        ("I'd like to book an appointment for", 0.83, P.hold_incomplete_ms),
+    ],
+)
+def test_words_stt_was_unsure_of_wait_longer(text: str, confidence: float, hold: float) -> None:
+    assert hold_for_transcript(text, confidence, P) == hold
 
 
 def test_incomplete_waits_longest_and_questions_least() -> None:
