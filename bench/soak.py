@@ -10,10 +10,13 @@ The callers are sipp: each call says "What are your opening hours?" and
 listens for a couple of seconds, then hangs up; the bot must have started to
 answer by then.
 
-Reported: calls placed and failed (sipp), crashed sessions (reason ``error``
+The server admits calls as a ``voxwire serve`` worker does (CPU budget, STT
+queue wait); a refused caller gets a SIP 503, which the sipp scenario accepts.
+
+Reported: calls placed and failed (sipp), calls refused by reason, crashed sessions (reason ``error``
 or anything that reached the event loop's exception handler or an ERROR log
 line), RSS slope in MB per 1 000 calls after warm-up, live asyncio tasks,
-threads and file descriptors at idle before and after, and turn latency
+threads and file descriptors at idle before, 1 s and 30 s after, and turn latency
 (user's end of speech to the bot's first audio out) p50/p99 for the first
 and the last minute of calls (first and last third on runs under 3 minutes).
 """
